@@ -1,0 +1,93 @@
+"""Reading weight files and matching them strictly against a model.
+
+Two on-disk formats are understood:
+
+* ``*.safetensors`` (our own format and the hub's ``model.safetensors``);
+* ``*.bin`` / ``*.pt`` / ``*.pth`` PyTorch pickles, always read with ``weights_only=True``.
+
+Matching is strict: every tensor of the file must be used and every parameter of the model
+must be filled, with identical shapes. A mismatch raises :class:`CheckpointError` listing the
+missing, unexpected and mis-shaped names, so a wrong file is never half-loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file as load_safetensors
+
+from titok.errors import CheckpointError
+
+#: Most names listed in a mismatch message, per category.
+_MAX_NAMES_SHOWN = 12
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from a safetensors or PyTorch file onto the CPU.
+
+    PyTorch pickles are read with ``weights_only=True``; a file wrapping its state dict in
+    ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            return load_safetensors(str(path), device="cpu")
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is a bad file for the user
+        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
+    return dict(obj)
+
+
+def _shorten(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_NAMES_SHOWN])
+    more = len(names) - _MAX_NAMES_SHOWN
+    return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+def mismatch_report(expected: Mapping[str, Sequence[int]], got: Mapping[str, Sequence[int]]) -> str | None:
+    """Describe how ``got`` differs from ``expected`` (both name -> shape), or None if equal."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    misshaped = [
+        f"{n} (expected {list(expected[n])}, got {list(got[n])})"
+        for n in sorted(set(expected) & set(got))
+        if list(expected[n]) != list(got[n])
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {_shorten(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: {_shorten(unexpected)}")
+    if misshaped:
+        parts.append(f"mis-shaped {len(misshaped)}: {_shorten(misshaped)}")
+    return "; ".join(parts) if parts else None
+
+
+def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy ``state_dict`` into ``module``, refusing any missing, extra or mis-shaped tensor.
+
+    ``source`` names the file (or repo) in the error message. Nothing is copied unless the
+    whole state dict matches.
+    """
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    report = mismatch_report(expected, got)
+    if report is not None:
+        raise CheckpointError(f"{source}: weights do not match the model: {report}")
+    module.load_state_dict(dict(state_dict), strict=True, assign=_is_meta(module))
+
+
+def _is_meta(module: torch.nn.Module) -> bool:
+    return any(p.is_meta for p in module.parameters())

@@ -1,0 +1,136 @@
+"""``titok tokenize`` and ``titok reconstruct``: images to tokens and back.
+
+Images are read one by one: an unreadable file prints one error line and is skipped, the other
+images are still processed, and the command exits with 1 at the end if any image failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from tqdm import tqdm
+
+from titok.cli.options import (
+    BatchOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    PresetOpt,
+    parse_device,
+    parse_dtype,
+    resolve_model,
+)
+from titok.errors import ImageError
+from titok.images import list_images, open_image, pil_to_tensor, resize_center_crop, tensor_to_pil
+from titok.metrics.image_quality import psnr
+
+InputsArg = Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")]
+
+
+def _load_batches(
+    paths: Sequence[Path], size: int, batch_size: int, bar: tqdm
+) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    """Yield (paths, images (B, 3, size, size)) of readable images; report unreadable ones."""
+    done_paths: list[Path] = []
+    done: list[torch.Tensor] = []
+    for p in paths:
+        try:
+            img = open_image(p)
+        except ImageError as exc:
+            tqdm.write(f"error: {exc}", file=sys.stderr)
+            bar.update(1)
+            continue
+        done_paths.append(p)
+        done.append(pil_to_tensor(resize_center_crop(img, size)))
+        if len(done) == batch_size:
+            yield done_paths, torch.stack(done)
+            done_paths, done = [], []
+    if done:
+        yield done_paths, torch.stack(done)
+
+
+def _progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", disable=total < 2, file=sys.stderr)
+
+
+def tokenize(
+    inputs: InputsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .npz file.")] = Path("tokens.npz"),
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 16,
+) -> None:
+    """Encode images into 1D token sequences and save them as .npz.
+
+    The file holds ``tokens`` (N, K) int32 code ids (VQ models) or ``latents`` (N, K, C)
+    float32 (VAE models), ``paths`` (N,) the source files, and ``model`` / ``image_size``.
+    """
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    paths = list_images(inputs)
+    tok, desc = resolve_model(model, preset, dev)
+    typer.echo(f"model: {desc}", err=True)
+    kept: list[str] = []
+    chunks: list[torch.Tensor] = []
+    with _progress(len(paths), "tokenize") as bar:
+        for batch_paths, images in _load_batches(paths, tok.config.image_size, batch_size, bar):
+            chunks.append(tok.encode(images, batch_size=batch_size, dtype=dt).cpu())
+            kept.extend(str(p) for p in batch_paths)
+            bar.update(len(batch_paths))
+    if not chunks:
+        raise ImageError("none of the input images could be read")
+    out = torch.cat(chunks)
+    key = "latents" if tok.is_vae else "tokens"
+    array = out.float().numpy() if tok.is_vae else out.numpy().astype(np.int32)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        output, **{key: array}, paths=np.array(kept), model=np.array(desc), image_size=tok.config.image_size
+    )
+    typer.echo(f"wrote {len(kept)} token sequences of length {out.shape[1]} to {output}")
+    if len(kept) < len(paths):
+        raise typer.Exit(1)
+
+
+def reconstruct(
+    inputs: InputsArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("reconstructions"),
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    batch_size: BatchOpt = 8,
+) -> None:
+    """Encode and decode images; write original|reconstruction PNGs and print PSNR per image."""
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    paths = list_images(inputs)
+    tok, desc = resolve_model(model, preset, dev)
+    typer.echo(f"model: {desc}", err=True)
+    output.mkdir(parents=True, exist_ok=True)
+    done, scores = 0, []
+    with _progress(len(paths), "reconstruct") as bar:
+        for batch_paths, images in _load_batches(paths, tok.config.image_size, batch_size, bar):
+            recon = tok.reconstruct(images, batch_size=batch_size, dtype=dt).cpu()
+            values = psnr(recon, images)
+            for p, orig, rec, value in zip(batch_paths, images, recon, values, strict=True):
+                pair = torch.cat([orig, rec], dim=2)
+                name = output / f"{p.stem}_reconstruction.png"
+                tensor_to_pil(pair).save(name)
+                tqdm.write(f"{p}\tPSNR {float(value):.2f} dB\t-> {name}")
+                scores.append(float(value))
+            done += len(batch_paths)
+            bar.update(len(batch_paths))
+    if not scores:
+        raise ImageError("none of the input images could be read")
+    typer.echo(f"reconstructed {done} image(s) into {output}; mean PSNR {np.mean(scores):.2f} dB")
+    if done < len(paths):
+        raise typer.Exit(1)
+
+
+__all__ = ["reconstruct", "tokenize"]

@@ -1,0 +1,73 @@
+"""Options shared by several commands, and how they become objects."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import torch
+import typer
+
+from titok.errors import TitokError
+from titok.models.presets import get_preset, tokenizer_presets
+from titok.models.titok import TiTok
+from titok.pretrained import builtin_models_dir, load_tokenizer
+
+log = logging.getLogger("titok")
+
+#: The model used when ``--model`` is not given: the shipped Imagenette model once it exists.
+DEFAULT_MODEL = "imagenette64"
+FALLBACK_MODEL = "titok-tiny-64"
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Preset name, hub repo id, local folder or weights file."),
+]
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", help="Architecture of a bare weights file (e.g. titok-l32).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16 (autocast).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return _DTYPES[name.lower()]
+    except KeyError:
+        raise TitokError(f"--dtype: expected float32 or bfloat16, got {name!r}") from None
+
+
+def parse_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TitokError(f"--device: not a device name: {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TitokError("--device: CUDA was asked for but is not available on this machine")
+    return device
+
+
+def resolve_model(spec: str | None, preset: str | None, device: torch.device) -> tuple[TiTok, str]:
+    """Load the tokenizer named by ``spec``; returns it with a line describing what was loaded.
+
+    A preset without published weights (the tiny ones) is built freshly initialised with a fixed
+    seed, and the description says so plainly.
+    """
+    if spec is None:
+        spec = DEFAULT_MODEL if (builtin_models_dir() / DEFAULT_MODEL).is_dir() else FALLBACK_MODEL
+    if spec in tokenizer_presets() and get_preset(spec).hub_repo is None:
+        torch.manual_seed(0)
+        model = TiTok.from_preset(spec).eval()
+        note = f"{spec} (freshly initialised, untrained: reconstructions are not meaningful)"
+    else:
+        model = load_tokenizer(spec, preset=preset)
+        note = spec
+    return model.to(device), note

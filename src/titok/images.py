@@ -1,0 +1,120 @@
+"""Reading images and turning them into model input.
+
+Model input is a float tensor (B, 3, H, W) in [0, 1]. Preprocessing of a file or PIL image:
+
+1. convert to RGB (grey, palette and RGBA images are converted; alpha is dropped onto black
+   by PIL's conversion);
+2. resize so that the *shorter* side equals ``size`` (bicubic, antialiased);
+3. center-crop to ``size`` x ``size``.
+
+This is the evaluation preprocessing of the TiTok authors (shorter side, center crop).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from titok.errors import DataError, ImageError
+
+#: File extensions treated as images when a folder is given.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+ImageLike = str | os.PathLike[str] | Image.Image | torch.Tensor
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode an image file as RGB; raise :class:`ImageError` naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError as exc:
+        raise ImageError(f"{path}: no such file") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image file (cannot identify format)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` then center-crop to a ``size`` x ``size`` square."""
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> float tensor (3, H, W) in [0, 1]."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """Float tensor (3, H, W) in [0, 1] -> PIL RGB image (values clamped, rounded)."""
+    arr = x.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def to_batch(images: ImageLike | Sequence[ImageLike], size: int) -> torch.Tensor:
+    """Turn paths, PIL images or tensors into one float batch (B, 3, size, size) in [0, 1].
+
+    Tensors (3, H, W) or (B, 3, H, W) must already be in [0, 1]; those not of the model's size
+    are resized and cropped like images.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ImageError(f"expected an image tensor of shape (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[-2:] == (size, size):
+            return images.float()
+        images = list(images)
+    elif isinstance(images, str | os.PathLike | Image.Image):
+        images = [images]
+    out = []
+    for item in images:
+        if isinstance(item, torch.Tensor):
+            if item.shape[-2:] == (size, size):
+                out.append(item.float())
+                continue
+            item = tensor_to_pil(item)
+        img = item if isinstance(item, Image.Image) else open_image(item)
+        out.append(pil_to_tensor(resize_center_crop(img, size)))
+    if not out:
+        raise ImageError("no images given")
+    return torch.stack(out)
+
+
+def list_images(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders (searched recursively, sorted) into a list of image paths.
+
+    Files given explicitly are kept whatever their extension (a bad one fails later, per file);
+    folders contribute files with an image extension. An empty result is a :class:`DataError`.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths.extend(found)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not paths:
+        raise DataError("no input images given")
+    return paths

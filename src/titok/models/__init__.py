@@ -1,0 +1,21 @@
+"""Model definitions: the TiTok tokenizer, its quantizers, the MaskGIT-VQGAN and the generators."""
+
+from titok.models.config import TiTokConfig
+from titok.models.presets import get_preset, tokenizer_config, tokenizer_presets
+from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
+from titok.models.titok import TiTok, TiTokOutput
+from titok.models.vqgan import VQGAN, VQGANConfig
+
+__all__ = [
+    "VQGAN",
+    "DiagonalGaussian",
+    "QuantizerOutput",
+    "TiTok",
+    "TiTokConfig",
+    "TiTokOutput",
+    "VQGANConfig",
+    "VectorQuantizer",
+    "get_preset",
+    "tokenizer_config",
+    "tokenizer_presets",
+]

@@ -1,0 +1,147 @@
+"""Configuration of a TiTok tokenizer, and conversion from the authors' config format."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from titok.errors import ConfigError
+from titok.models.vqgan import VQGANConfig
+
+#: ViT sizes of the paper: name -> (width, depth, heads).
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (256, 4, 4),
+    "small": (512, 8, 8),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+}
+
+DECODER_HEADS = ("proxy", "vqgan", "pixels")
+QUANTIZE_MODES = ("vq", "vae")
+
+
+@dataclass
+class TiTokConfig:
+    """Everything needed to build a :class:`titok.TiTok`.
+
+    Attributes:
+        image_size: input and output side in pixels (multiple of ``patch_size``).
+        patch_size: ViT patch side (encoder and decoder).
+        encoder_width, encoder_depth, encoder_heads: encoder transformer size.
+        decoder_width, decoder_depth, decoder_heads: decoder transformer size.
+        num_latent_tokens: K, the length of the 1D token sequence.
+        token_size: channels per token (code dimension).
+        quantize_mode: "vq" (discrete codes) or "vae" (diagonal Gaussian latents).
+        codebook_size: number of codes (VQ).
+        use_l2_norm: match latents to codes by cosine (l2-normalised codes), VQ only.
+        commitment_cost: beta of the VQ commitment loss.
+        decoder_head: "proxy" (stage 1: logits over the proxy codebook), "vqgan" (stage 2:
+            softmax-weighted proxy codebook into a VQGAN pixel decoder) or "pixels" (direct).
+        num_proxy_codes: proxy (VQGAN) codebook size for "proxy" and "vqgan" heads.
+        legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
+        pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
+            ``num_proxy_codes`` x ``z_channels``).
+    """
+
+    image_size: int = 256
+    patch_size: int = 16
+    encoder_width: int = 1024
+    encoder_depth: int = 24
+    encoder_heads: int = 16
+    decoder_width: int = 1024
+    decoder_depth: int = 24
+    decoder_heads: int = 16
+    num_latent_tokens: int = 32
+    token_size: int = 12
+    quantize_mode: str = "vq"
+    codebook_size: int = 4096
+    use_l2_norm: bool = True
+    commitment_cost: float = 0.25
+    decoder_head: str = "vqgan"
+    num_proxy_codes: int = 1024
+    legacy_layout: bool = False
+    pixel_decoder: VQGANConfig = field(default_factory=VQGANConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pixel_decoder, dict):
+            self.pixel_decoder = VQGANConfig.from_dict(self.pixel_decoder)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first inconsistent field."""
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        if self.quantize_mode not in QUANTIZE_MODES:
+            raise ConfigError(f"quantize_mode: expected one of {QUANTIZE_MODES}, got {self.quantize_mode!r}")
+        if self.decoder_head not in DECODER_HEADS:
+            raise ConfigError(f"decoder_head: expected one of {DECODER_HEADS}, got {self.decoder_head!r}")
+        for side in ("encoder", "decoder"):
+            w, h = getattr(self, f"{side}_width"), getattr(self, f"{side}_heads")
+            if w % h:
+                raise ConfigError(f"{side}_width {w} is not divisible by {side}_heads {h}")
+        if self.decoder_head == "vqgan" and self.pixel_decoder.downsample_factor != self.patch_size:
+            raise ConfigError(
+                f"pixel_decoder upsamples by {self.pixel_decoder.downsample_factor} but patch_size is "
+                f"{self.patch_size}: they must be equal for the 'vqgan' head"
+            )
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["pixel_decoder"] = self.pixel_decoder.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TiTokConfig:
+        """Build from :meth:`to_dict` output; an unknown key is a :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown TiTok config key(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_official(cls, vq_model: dict, image_size: int = 256) -> TiTokConfig:
+        """Convert the authors' ``model.vq_model`` config section.
+
+        Their keys: ``vit_enc_model_size``, ``vit_dec_model_size``, ``vit_enc_patch_size``,
+        ``vit_dec_patch_size``, ``num_latent_tokens``, ``token_size``, ``codebook_size``,
+        ``use_l2_norm``, ``commitment_cost``, ``quantize_mode`` (default "vq"),
+        ``finetune_decoder``, ``is_legacy`` (default true).
+        """
+        try:
+            enc = VIT_SIZES[vq_model["vit_enc_model_size"]]
+            dec = VIT_SIZES[vq_model["vit_dec_model_size"]]
+            patch = int(vq_model["vit_enc_patch_size"])
+            if int(vq_model.get("vit_dec_patch_size", patch)) != patch:
+                raise ConfigError("different encoder and decoder patch sizes are not supported")
+            legacy = bool(vq_model.get("is_legacy", True))
+            mode = vq_model.get("quantize_mode", "vq")
+            if legacy:
+                head = "vqgan" if vq_model.get("finetune_decoder", True) else "proxy"
+            else:
+                head = "pixels"
+            return cls(
+                image_size=image_size,
+                patch_size=patch,
+                encoder_width=enc[0],
+                encoder_depth=enc[1],
+                encoder_heads=enc[2],
+                decoder_width=dec[0],
+                decoder_depth=dec[1],
+                decoder_heads=dec[2],
+                num_latent_tokens=int(vq_model["num_latent_tokens"]),
+                token_size=int(vq_model["token_size"]),
+                quantize_mode=mode,
+                codebook_size=int(vq_model.get("codebook_size", 4096)),
+                use_l2_norm=bool(vq_model.get("use_l2_norm", False)),
+                commitment_cost=float(vq_model.get("commitment_cost", 0.25)),
+                decoder_head=head,
+                legacy_layout=legacy,
+            )
+        except KeyError as exc:
+            raise ConfigError(f"authors' vq_model config lacks the key {exc.args[0]!r}") from exc

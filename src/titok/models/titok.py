@@ -1,0 +1,260 @@
+"""TiTok: the 1D image tokenizer (encoder, quantizer, decoder, optional VQGAN pixel decoder)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from titok.errors import TitokError
+from titok.images import ImageLike, to_batch
+from titok.models.config import TiTokConfig
+from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
+from titok.models.vit import TiTokDecoder, TiTokEncoder
+from titok.models.vqgan import VQGANDecoder
+
+
+@dataclass
+class TiTokOutput:
+    """Training-pass output.
+
+    Attributes:
+        decoded: proxy-code logits (B, num_proxy_codes, g, g) for the "proxy" head, otherwise
+            raw pixels (B, 3, H, W) (not clamped).
+        quantizer: the quantizer's output (tokens, losses).
+    """
+
+    decoded: torch.Tensor
+    quantizer: QuantizerOutput
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear | nn.Conv2d):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class TiTok(nn.Module):
+    """The TiTok tokenizer: images <-> a 1D sequence of K tokens.
+
+    Build with ``TiTok(config)``, ``TiTok.from_preset(name)`` or load weights with
+    ``TiTok.from_pretrained(name_or_path)``. Images are float tensors (B, 3, H, W) in [0, 1].
+
+    Args:
+        config: the architecture.
+    """
+
+    def __init__(self, config: TiTokConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        vae = c.quantize_mode == "vae"
+        self.encoder = TiTokEncoder(
+            c.image_size,
+            c.patch_size,
+            c.encoder_width,
+            c.encoder_depth,
+            c.encoder_heads,
+            c.num_latent_tokens,
+            out_channels=2 * c.token_size if vae else c.token_size,
+            legacy_layout=c.legacy_layout,
+        )
+        self.decoder = TiTokDecoder(
+            c.image_size,
+            c.patch_size,
+            c.decoder_width,
+            c.decoder_depth,
+            c.decoder_heads,
+            c.num_latent_tokens,
+            c.token_size,
+            head="pixels" if c.decoder_head == "pixels" else "proxy",
+            num_proxy_codes=c.num_proxy_codes,
+        )
+        self.apply(_init_weights)
+        self.latent_tokens = nn.Parameter(
+            c.encoder_width**-0.5 * torch.randn(c.num_latent_tokens, c.encoder_width)
+        )
+        self.quantize: nn.Module = (
+            DiagonalGaussian()
+            if vae
+            else VectorQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm)
+        )
+        if c.decoder_head == "vqgan":
+            self.pixel_quantize = VectorQuantizer(
+                c.num_proxy_codes, c.pixel_decoder.z_channels, use_l2_norm=False
+            )
+            self.pixel_decoder = VQGANDecoder(c.pixel_decoder)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides: object) -> TiTok:
+        """A freshly initialised model of a named preset (see ``titok.presets()``)."""
+        from titok.models.presets import tokenizer_config
+
+        return cls(tokenizer_config(name, **overrides))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        preset: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> TiTok:
+        """Load weights: a preset name, a hub repo id, a local folder or a weights file.
+
+        A single weights file (``.safetensors``, ``.bin``) needs ``preset`` to know its
+        architecture. Loading is strict: see :mod:`titok.pretrained`.
+        """
+        from titok.pretrained import load_tokenizer
+
+        model = load_tokenizer(name_or_path, preset=preset)
+        return model.to(device) if device is not None else model
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``directory``; returns the folder."""
+        from titok.pretrained import save_model
+
+        return save_model(self, directory, kind="tokenizer", config=self.config.to_dict())
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.latent_tokens.device
+
+    @property
+    def is_vae(self) -> bool:
+        return self.config.quantize_mode == "vae"
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_latent_tokens
+
+    # ------------------------------------------------------------------ building blocks
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """Continuous latent tokens before quantization: (B, 3, H, W) -> (B, K, C) (2C for VAE)."""
+        return self.encoder(images, self.latent_tokens)
+
+    def decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
+        """Quantized tokens (B, K, C) -> raw decoder output.
+
+        Proxy-code logits (B, num_proxy_codes, g, g) for the "proxy" head; otherwise pixels
+        (B, 3, H, W), not clamped. The "vqgan" head softmax-weights the proxy codebook per patch
+        and runs the VQGAN decoder on the result.
+        """
+        out = self.decoder(quantized)
+        if self.config.decoder_head == "vqgan":
+            codes = torch.einsum(
+                "nchw,cd->ndhw", out.float().softmax(dim=1), self.pixel_quantize.embedding.weight.float()
+            )
+            out = self.pixel_decoder(codes.to(out.dtype))
+        return out
+
+    def forward(self, images: torch.Tensor) -> TiTokOutput:
+        """Training pass: images (B, 3, H, W) in [0, 1] -> decoded output and quantizer output."""
+        q = self.quantize(self.encode_latents(images))
+        return TiTokOutput(decoded=self.decode_latents(q.quantized), quantizer=q)
+
+    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, K) (VQ) -> code vectors (B, K, C); VAE latents (B, K, C) pass through."""
+        if self.is_vae:
+            return tokens.float()
+        if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TitokError(f"expected integer token ids, got dtype {tokens.dtype}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.codebook_size):
+            raise TitokError(
+                f"token ids must lie in [0, {self.config.codebook_size}), "
+                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        return self.quantize.lookup(tokens.long())
+
+    # ------------------------------------------------------------------ inference API
+    def _autocast(self, dtype: torch.dtype | None) -> torch.autocast:
+        enabled = dtype is not None and dtype != torch.float32
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=enabled)
+
+    def _check_tokens_shape(self, tokens: torch.Tensor) -> None:
+        k = self.config.num_latent_tokens
+        want = (k, self.config.token_size) if self.is_vae else (k,)
+        if tokens.ndim != len(want) + 1 or tuple(tokens.shape[1:]) != want:
+            raise TitokError(
+                f"expected tokens of shape (B, {', '.join(map(str, want))}), got {tuple(tokens.shape)}"
+            )
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        batch_size: int = 32,
+        dtype: torch.dtype | None = None,
+        sample: bool = False,
+    ) -> torch.Tensor:
+        """Images -> tokens.
+
+        Args:
+            images: a tensor (B, 3, H, W) or (3, H, W) in [0, 1], a PIL image, a path, or a list
+                of those. Inputs not at ``image_size`` are resized (shorter side) and
+                center-cropped, see :mod:`titok.images`.
+            batch_size: images per forward pass.
+            dtype: autocast dtype (``torch.bfloat16``) or None/float32 for full precision.
+            sample: VAE only: draw from the posterior instead of taking its mean.
+
+        Returns:
+            VQ: LongTensor (B, K) of code ids. VAE: FloatTensor (B, K, token_size).
+        """
+        batch = to_batch(images, self.config.image_size)
+        out = []
+        for chunk in batch.split(batch_size):
+            with self._autocast(dtype):
+                z = self.encode_latents(chunk.to(self.device))
+            if self.is_vae:
+                mean, logvar = DiagonalGaussian.split(z)
+                out.append(mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean)
+            else:
+                out.append(self.quantize.nearest(z))
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def decode(
+        self, tokens: torch.Tensor, batch_size: int = 32, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Tokens (B, K) (VQ ids) or latents (B, K, C) (VAE) -> images (B, 3, H, W) in [0, 1].
+
+        A stage-1 model ("proxy" head) has no pixel decoder: decode its proxy codes with the
+        teacher VQGAN (:meth:`decode_proxy_codes`).
+        """
+        if self.config.decoder_head == "proxy":
+            raise TitokError(
+                "this is a stage-1 model: it predicts proxy codes, not pixels; use decode_proxy_codes() "
+                "and the teacher VQGAN's decode()"
+            )
+        self._check_tokens_shape(tokens)
+        out = []
+        for chunk in tokens.split(batch_size):
+            latents = self.tokens_to_latents(chunk.to(self.device))
+            with self._autocast(dtype):
+                out.append(self.decode_latents(latents).float().clamp(0.0, 1.0))
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def decode_proxy_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Stage-1 model: tokens (B, K) -> the most likely proxy codes (B, g, g)."""
+        if self.config.decoder_head != "proxy":
+            raise TitokError("decode_proxy_codes() is for stage-1 models (decoder_head='proxy')")
+        self._check_tokens_shape(tokens)
+        return self.decoder(self.tokens_to_latents(tokens.to(self.device))).argmax(dim=1)
+
+    @torch.inference_mode()
+    def reconstruct(
+        self, images: ImageLike | Sequence[ImageLike], batch_size: int = 32, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """Encode then decode: images -> reconstructions (B, 3, H, W) in [0, 1]."""
+        return self.decode(self.encode(images, batch_size, dtype), batch_size, dtype)

@@ -1,0 +1,158 @@
+"""The ``titok`` command line end to end, with bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from titok import TiTok
+from titok.cli import main
+from titok.samples import extract_samples
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory, imagenette) -> list[Path]:
+    """Four real Imagenette JPEGs (224 px) taken from the shared shards."""
+    return extract_samples(imagenette, tmp_path_factory.mktemp("samples"), 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return TiTok.from_preset("titok-tiny-32").save_pretrained(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_presets_lists_every_preset_with_counts(capsys) -> None:
+    code, out, _ = run(capsys, "presets", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["titok-l32"]["tokens"] == 32 and rows["titok-l32"]["codebook"] == "4096"
+    assert rows["titok-s128"]["parameters"] == 83674639
+    assert rows["titok-ll32-vae"]["codebook"] == "VAE c16"
+    code, out, _ = run(capsys, "presets")
+    assert "titok-bl64-vq8k" in out
+
+
+def test_info_describes_a_checkpoint(capsys, tiny_model: Path) -> None:
+    code, out, _ = run(capsys, "info", str(tiny_model), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["config"]["num_latent_tokens"] == 16
+    assert info["parameters"] == sum(info["parameters_by_part"].values())
+
+
+def test_tokenize_writes_npz(capsys, tmp_path: Path, samples: list[Path], tiny_model: Path) -> None:
+    out = tmp_path / "tok.npz"
+    code, stdout, _ = run(capsys, "tokenize", *map(str, samples), "-o", str(out), "--model", str(tiny_model))
+    assert code == 0, stdout
+    data = np.load(out)
+    assert data["tokens"].shape == (4, 16) and data["tokens"].dtype == np.int32
+    assert list(data["paths"]) == [str(p) for p in samples]
+    model = TiTok.from_pretrained(tiny_model)
+    assert np.array_equal(model.encode(samples).numpy(), data["tokens"])
+
+
+def test_reconstruct_writes_pairs_and_psnr(
+    capsys, tmp_path: Path, samples: list[Path], tiny_model: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in samples:
+        shutil.copy(p, folder / p.name)
+    code, stdout, err = run(
+        capsys,
+        "reconstruct",
+        str(folder),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+        "--batch-size",
+        "3",
+        "--dtype",
+        "bfloat16",
+    )
+    assert code == 0, err
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert len(pngs) == 4
+    assert Image.open(pngs[0]).size == (64, 32)  # original | reconstruction
+    assert stdout.count("PSNR") == 4 + 1 and "mean PSNR" in stdout
+
+
+def test_bad_inputs_are_reported_and_the_rest_processed(
+    capsys, tmp_path: Path, samples: list[Path], tiny_model: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = samples[0].read_bytes()
+    (folder / "a_good.jpg").write_bytes(good)
+    (folder / "b_truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "c_text.png").write_text("this is not an image\n")
+    Image.new("L", (50, 40), 128).save(folder / "d_grey.png")
+    Image.new("RGBA", (33, 90), (10, 200, 30, 100)).save(folder / "e_rgba.png")
+    Image.new("RGB", (17, 301), (250, 0, 0)).save(folder / "f_odd.jpg")
+    code, stdout, err = run(
+        capsys, "reconstruct", str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_model)
+    )
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, err
+    assert any("b_truncated.jpg" in e for e in errors) and any("c_text.png" in e for e in errors)
+    assert "Traceback" not in err
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert written == [f"{n}_reconstruction.png" for n in ("a_good", "d_grey", "e_rgba", "f_odd")]
+
+
+def test_empty_folder_and_missing_path_are_one_line_errors(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "reconstruct", str(tmp_path / "empty"), "--model", str(tiny_model))
+    assert code == 2 and err.strip().count("\n") == 0 and "holds no images" in err
+    code, _, err = run(capsys, "tokenize", str(tmp_path / "nope.jpg"), "--model", str(tiny_model))
+    assert code == 2 and "no such file" in err
+
+
+def test_checkpoint_missing_a_tensor_is_a_one_line_error(
+    capsys, tmp_path: Path, samples: list[Path], tiny_model: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    state = load_file(str(broken / "model.safetensors"))
+    del state["decoder.mask_token"]
+    save_file(state, str(broken / "model.safetensors"))
+    code, _, err = run(capsys, "reconstruct", str(samples[0]), "--model", str(broken))
+    assert code == 2
+    assert "missing 1: decoder.mask_token" in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+
+
+def test_bad_options_are_clear(capsys, samples: list[Path]) -> None:
+    code, _, err = run(capsys, "reconstruct", str(samples[0]), "--dtype", "float8")
+    assert code == 2 and "--dtype" in err
+    code, _, err = run(capsys, "reconstruct", str(samples[0]), "--model", "titok-l33")
+    assert code == 2 and "titok-l33" in err
+
+
+def test_demo_runs_offline_on_the_default_model(
+    capsys, tmp_path: Path, imagenette: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, stdout, err = run(
+        capsys, "demo", "-o", str(tmp_path / "demo"), "--data", str(imagenette), "-n", "3"
+    )
+    assert code == 0, err
+    assert len(list((tmp_path / "demo" / "reconstructions").glob("*.png"))) == 3
+    assert "mean PSNR" in stdout
