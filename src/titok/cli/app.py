@@ -22,13 +22,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from titok.cli import catalog, demo, inference
+    from titok.cli import catalog, demo, inference, pretokenize
 
     app.command("demo")(demo.demo)
     app.command("presets")(catalog.presets)
     app.command("info")(catalog.info)
     app.command("tokenize")(inference.tokenize)
     app.command("reconstruct")(inference.reconstruct)
+    app.command("pretokenize")(pretokenize.pretokenize)
     try:
         from titok.cli_train import app as train_app
     except ImportError:  # training extras not installed
