@@ -66,7 +66,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     """
     _check_pair(a, b)
     if min(a.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {list(a.shape[-2:])}")
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {list(a.shape[-2:])}"
+        )
     x, y = a.double(), b.double()
     window = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA, x.dtype, x.device)
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
