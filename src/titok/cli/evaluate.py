@@ -1,0 +1,621 @@
+"""``titok eval ...``, ``titok bench`` and ``titok train classifier``: evaluation from the command line.
+
+Commands (``eval_app`` and ``bench`` are mounted by :mod:`titok.cli.app`, ``train_classifier_command``
+in the ``titok train`` group)::
+
+    titok eval reconstruction --model M --data D [--split val --holdout 500] [--max-images N]
+        [--feature-net NET] [--json-out FILE]
+    titok eval generation --model M --generator G --num N (--ref-stats FILE.npz | --ref-data D)
+        [--feature-net NET] [--samples-out samples.npz] [--json-out FILE]
+    titok eval probe --model M --data D [--val-data D2 | --holdout 500] [--pool mean|concat]
+    titok eval reference-stats --data D --image-size S [--feature-net NET] --out FILE.npz
+    titok bench --model M [--generator G] [--batch-size 16] [--runs 5] [--dtype bfloat16]
+    titok train classifier --data D --out DIR [--image-size 64] [--widths 32,64,128,256] [--epochs 30]
+
+``--feature-net`` is ``inception`` (default; the standard FID Inception-v3, weights from
+``--inception-weights`` or the torch hub cache), ``inception-tf``, an Inception weights file, or a
+classifier folder from ``titok train classifier``. FID and IS are always labelled with the
+network's name (``rFID[imagenette64-resnet]``) and statistics of another network are refused.
+
+Results are printed as a table and, with ``--json-out FILE``, written as JSON:
+``{"command", "model", "data", "feature_network", "metrics": {...}, ...}``.
+Data options select a split (:class:`titok.evaluation.reconstruction.DataSplit`): ``--split
+all|train|val`` with ``--holdout N --holdout-seed S`` (val = the N held-out images, the same in
+every run), ``--max-images N`` the first N of the split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+import typer
+
+from titok.cli.options import (
+    BatchOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    PresetOpt,
+    parse_device,
+    parse_dtype,
+    resolve_model,
+)
+from titok.errors import ConfigError, DataError
+from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
+from titok.evaluation.feature_networks import network_fingerprint, resolve_feature_network
+from titok.evaluation.generation import evaluate_generation
+from titok.evaluation.linear_probe import LinearProbeConfig, PoolMode, linear_probe, pool_tokens
+from titok.evaluation.reconstruction import DataSplit, evaluate_reconstruction, split_batches
+from titok.evaluation.reference_stats import (
+    cached_reference_stats,
+    compute_reference_stats,
+    load_stats_for,
+    save_stats,
+)
+from titok.evaluation.throughput import benchmark
+from titok.models.quantizers import DiagonalGaussian
+from titok.models.titok import TiTok
+from titok.models.vqgan import VQGAN
+
+eval_app = typer.Typer(
+    name="eval",
+    help="Evaluate tokenizers and generators: rFID/PSNR/SSIM, gFID/IS, linear probe.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# ---------------------------------------------------------------------------------------- options
+
+DataOpt = Annotated[
+    str, typer.Option("--data", "-d", help="Data spec: tar shards, shard folder, image folder, list.")
+]
+SplitOpt = Annotated[
+    str, typer.Option("--split", help="all, train (minus the holdout) or val (the holdout).")
+]
+HoldoutOpt = Annotated[int, typer.Option("--holdout", min=0, help="Images held out as the val split.")]
+HoldoutSeedOpt = Annotated[int, typer.Option("--holdout-seed", help="Seed of the holdout choice.")]
+MaxImagesOpt = Annotated[int | None, typer.Option("--max-images", min=1, help="First N images of the split.")]
+WorkersOpt = Annotated[int, typer.Option("--num-workers", min=0, help="Data loading worker processes.")]
+FeatureNetOpt = Annotated[
+    str,
+    typer.Option(
+        "--feature-net",
+        help="inception, inception-tf, Inception weights file, or classifier folder (FID/IS).",
+    ),
+]
+InceptionWeightsOpt = Annotated[
+    Path | None, typer.Option("--inception-weights", help="Local pt_inception-2015-12-05-6726825d.pth.")
+]
+DownloadOpt = Annotated[
+    bool, typer.Option("--download/--no-download", help="Allow downloading the Inception weights.")
+]
+TeacherOpt = Annotated[
+    str | None, typer.Option("--teacher", help="VQGAN decoding a stage-1 model ('maskgit-vqgan' or a path).")
+]
+JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Also write the results as JSON here.")]
+FidMethodOpt = Annotated[str, typer.Option("--fid-method", help="sqrtm (standard) or eigh (faster).")]
+GeneratorOpt = Annotated[
+    str | None, typer.Option("--generator", "-g", help="Generator: preset, folder, file.")
+]
+GeneratorPresetOpt = Annotated[
+    str | None, typer.Option("--generator-preset", help="Architecture of a bare generator weights file.")
+]
+NumStepsOpt = Annotated[
+    int | None, typer.Option("--num-steps", min=1, help="Sampling steps (default: model's).")
+]
+GuidanceOpt = Annotated[
+    float | None, typer.Option("--guidance-scale", min=0.0, help="CFG scale (default: model's).")
+]
+
+
+def _fid_method(name: str) -> Literal["sqrtm", "eigh"]:
+    if name not in ("sqrtm", "eigh"):
+        raise ConfigError(f"--fid-method: expected sqrtm or eigh, got {name!r}")
+    return name  # type: ignore[return-value]
+
+
+def _split(
+    data: str, split: str, holdout: int, holdout_seed: int, max_images: int | None, workers: int
+) -> DataSplit:
+    if split not in ("all", "train", "val"):
+        raise ConfigError(f"--split: expected all, train or val, got {split!r}")
+    return DataSplit(data, split, holdout, holdout_seed, max_images, workers)  # type: ignore[arg-type]
+
+
+def _teacher(spec: str | None, device: torch.device) -> VQGAN | None:
+    if spec is None:
+        return None
+    from titok.pretrained import load_vqgan
+
+    return load_vqgan(spec).to(device).eval()
+
+
+def _sampling(num_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if num_steps is not None:
+        settings["num_steps"] = num_steps
+    if guidance_scale is not None:
+        settings["guidance_scale"] = guidance_scale
+    return settings
+
+
+def resolve_generator(
+    spec: str, preset: str | None, tokenizer: TiTok, device: torch.device
+) -> tuple[Any, str]:
+    """Load the generator named by ``spec``; returns it (eval mode, on ``device``) and a description.
+
+    A preset without published weights is built freshly initialised (seed 0) with the tokenizer's
+    codebook size and token count, which is only meaningful for throughput measurements.
+    """
+    from titok.models.generator import Generator, generator_presets, get_generator_preset
+
+    if spec in generator_presets() and get_generator_preset(spec).hub_repo is None:
+        torch.manual_seed(0)
+        generator = Generator.from_preset(
+            spec, codebook_size=tokenizer.config.codebook_size, seq_len=tokenizer.num_tokens
+        )
+        note = f"{spec} (freshly initialised, untrained: samples are noise)"
+    else:
+        generator = Generator.from_pretrained(spec, preset=preset)
+        note = spec
+    return generator.to(device).eval(), note
+
+
+def format_table(metrics: dict[str, float | None]) -> str:
+    """Two aligned columns, metric and value (counts as integers, others with 4 decimals)."""
+    width = max([len("metric"), *map(len, metrics)])
+    lines = [f"{'metric':<{width}}  value"]
+    for key, value in metrics.items():
+        if value is None:
+            text = "-"
+        elif key.startswith("num_") or key.endswith("_images"):
+            text = str(int(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            text = str(value)
+        else:
+            text = f"{value:.4f}"
+        lines.append(f"{key:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def _report(payload: dict[str, Any], json_out: Path | None) -> None:
+    typer.echo(format_table(payload["metrics"]))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        typer.echo(f"wrote {json_out}", err=True)
+
+
+def _network_info(network: torch.nn.Module | None) -> dict[str, Any]:
+    if network is None:
+        return {"feature_network": None}
+    return {"feature_network": network.name, "feature_network_fingerprint": network_fingerprint(network)}
+
+
+# ---------------------------------------------------------------------------------------- eval commands
+
+
+@eval_app.command("reconstruction")
+def reconstruction(
+    data: DataOpt,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    split: SplitOpt = "val",
+    holdout: HoldoutOpt = 500,
+    holdout_seed: HoldoutSeedOpt = 0,
+    max_images: MaxImagesOpt = None,
+    num_workers: WorkersOpt = 0,
+    feature_net: FeatureNetOpt = "inception",
+    inception_weights: InceptionWeightsOpt = None,
+    download: DownloadOpt = True,
+    no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip rFID (no feature network needed).")] = False,
+    teacher: TeacherOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    fid_method: FidMethodOpt = "sqrtm",
+    json_out: JsonOutOpt = None,
+) -> None:
+    """rFID, PSNR, SSIM and codebook usage of a tokenizer over a split of a dataset."""
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    data_split = _split(data, split, holdout, holdout_seed, max_images, num_workers)
+    tok, desc = resolve_model(model, preset, dev)
+    typer.echo(f"model: {desc}", err=True)
+    network = None if no_fid else resolve_feature_network(feature_net, dev, inception_weights, download)
+    metrics = evaluate_reconstruction(
+        tok,
+        data_split,
+        network,
+        batch_size=batch_size,
+        dtype=dt,
+        teacher=_teacher(teacher, dev),
+        fid_method=_fid_method(fid_method),
+    )
+    payload = {
+        "command": "eval reconstruction",
+        "model": desc,
+        "data": data_split.describe(),
+        "image_size": tok.config.image_size,
+        "dtype": str(dt).removeprefix("torch."),
+        **_network_info(network),
+        "metrics": metrics,
+    }
+    _report(payload, json_out)
+
+
+@eval_app.command("generation")
+def generation(
+    generator: GeneratorOpt = None,
+    num: Annotated[
+        int, typer.Option("--num", "-n", min=2, help="Number of samples (class-balanced).")
+    ] = 50000,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    generator_preset: GeneratorPresetOpt = None,
+    ref_stats: Annotated[Path | None, typer.Option("--ref-stats", help="Reference statistics .npz.")] = None,
+    ref_data: Annotated[
+        str | None,
+        typer.Option("--ref-data", help="Data to compute (and cache) the reference statistics from."),
+    ] = None,
+    ref_split: Annotated[
+        str, typer.Option("--ref-split", help="Split of --ref-data: all, train, val.")
+    ] = "all",
+    ref_holdout: Annotated[
+        int, typer.Option("--ref-holdout", min=0, help="Holdout size for --ref-split.")
+    ] = 500,
+    ref_max_images: Annotated[
+        int | None, typer.Option("--ref-max-images", min=1, help="First N images of --ref-data.")
+    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Reference statistics cache.")] = None,
+    feature_net: FeatureNetOpt = "inception",
+    inception_weights: InceptionWeightsOpt = None,
+    download: DownloadOpt = True,
+    samples_out: Annotated[
+        Path | None,
+        typer.Option("--samples-out", help="ADM evaluator .npz of the samples (arr_0 uint8 NHWC)."),
+    ] = Path("samples.npz"),
+    num_steps: NumStepsOpt = None,
+    guidance_scale: GuidanceOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    teacher: TeacherOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    fid_method: FidMethodOpt = "sqrtm",
+    json_out: JsonOutOpt = None,
+) -> None:
+    """gFID and IS of class-balanced samples against reference statistics; writes the ADM .npz."""
+    if generator is None:
+        raise ConfigError("--generator is required (a generator preset, folder or weights file)")
+    if (ref_stats is None) == (ref_data is None):
+        raise ConfigError("give exactly one of --ref-stats FILE.npz and --ref-data D")
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    tok, desc = resolve_model(model, preset, dev)
+    gen, gen_desc = resolve_generator(generator, generator_preset, tok, dev)
+    typer.echo(f"model: {desc}; generator: {gen_desc}", err=True)
+    network = resolve_feature_network(feature_net, dev, inception_weights, download)
+    reference_info: dict[str, Any]
+    if ref_stats is not None:
+        reference = load_stats_for(ref_stats, network)
+        reference_info = {"file": str(ref_stats)}
+    else:
+        assert ref_data is not None
+        ref_split_sel = _split(ref_data, ref_split, ref_holdout, 0, ref_max_images, 0)
+        reference, path, reused = cached_reference_stats(
+            ref_split_sel, network, tok.config.image_size, cache_dir=cache_dir, batch_size=batch_size
+        )
+        typer.echo(f"reference statistics {'reused from' if reused else 'cached in'} {path}", err=True)
+        reference_info = {"data": ref_split_sel.describe(), "file": str(path)}
+    metrics = evaluate_generation(
+        tok,
+        gen,
+        num,
+        network,
+        reference,
+        batch_size=batch_size,
+        seed=seed,
+        dtype=dt,
+        teacher=_teacher(teacher, dev),
+        sampling=_sampling(num_steps, guidance_scale),
+        samples_out=samples_out,
+        fid_method=_fid_method(fid_method),
+    )
+    if samples_out is not None:
+        typer.echo(f"wrote {num} samples to {samples_out}", err=True)
+    payload = {
+        "command": "eval generation",
+        "model": desc,
+        "generator": gen_desc,
+        "sampling": _sampling(num_steps, guidance_scale) | {"seed": seed},
+        "reference": reference_info | {"count": reference.count},
+        "samples": str(samples_out) if samples_out is not None else None,
+        "dtype": str(dt).removeprefix("torch."),
+        **_network_info(network),
+        "metrics": metrics,
+    }
+    _report(payload, json_out)
+
+
+@torch.inference_mode()
+def token_features(
+    model: TiTok,
+    split: DataSplit,
+    batch_size: int = 32,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-quantisation latent tokens of a labelled split: features float32 [N, K, C], labels [N].
+
+    For a VAE the posterior mean is taken.
+    """
+    low_precision = dtype is not None and dtype != torch.float32
+    features, labels = [], []
+    for batch in split_batches(split, model.config.image_size, batch_size, progress, "features", True):
+        if (batch["label"] < 0).any():
+            raise DataError(f"{split.path}: the linear probe needs labelled images (found unlabelled ones)")
+        with torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=low_precision):
+            latents = model.encode_latents(batch["image"].to(model.device))
+        if model.is_vae:
+            latents = DiagonalGaussian.split(latents)[0]
+        features.append(latents.float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(features), torch.cat(labels)
+
+
+def probe_tokenizer(
+    model: TiTok,
+    train_split: DataSplit,
+    val_split: DataSplit,
+    pool: PoolMode = "mean",
+    config: LinearProbeConfig | None = None,
+    batch_size: int = 32,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Linear-probe top-1 of a frozen tokenizer's latent tokens: train on one split, score the other."""
+    train_x, train_y = token_features(model, train_split, batch_size, dtype, progress)
+    val_x, val_y = token_features(model, val_split, batch_size, dtype, progress)
+    num_classes = int(max(train_y.max(), val_y.max())) + 1
+    result = linear_probe(
+        pool_tokens(train_x, pool), train_y, pool_tokens(val_x, pool), val_y, config, num_classes
+    )
+    return {
+        "top1": result.top1,
+        "train_top1": result.train_top1,
+        "num_train_images": float(len(train_y)),
+        "num_val_images": float(len(val_y)),
+    }
+
+
+@eval_app.command("probe")
+def probe(
+    data: DataOpt,
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    val_data: Annotated[
+        str | None,
+        typer.Option("--val-data", help="Separate validation data (default: a holdout of --data)."),
+    ] = None,
+    holdout: HoldoutOpt = 500,
+    holdout_seed: HoldoutSeedOpt = 0,
+    max_train: Annotated[
+        int | None, typer.Option("--max-train", min=1, help="First N training images.")
+    ] = None,
+    max_val: Annotated[
+        int | None, typer.Option("--max-val", min=1, help="First N validation images.")
+    ] = None,
+    num_workers: WorkersOpt = 0,
+    pool: Annotated[str, typer.Option("--pool", help="mean over tokens, or concat of all tokens.")] = "mean",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Probe training epochs.")] = 100,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (cosine schedule).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.05,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd.")] = "adamw",
+    probe_batch_size: Annotated[int, typer.Option("--probe-batch-size", min=0, help="0: full batch.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the probe's batch order.")] = 0,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Linear probe of the frozen encoder's K latent tokens (before quantisation): val top-1."""
+    if pool not in ("mean", "concat"):
+        raise ConfigError(f"--pool: expected mean or concat, got {pool!r}")
+    if optimizer not in ("adamw", "sgd"):
+        raise ConfigError(f"--optimizer: expected adamw or sgd, got {optimizer!r}")
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    if val_data is None:
+        train_split = DataSplit(data, "train", holdout, holdout_seed, max_train, num_workers)
+        val_split = DataSplit(data, "val", holdout, holdout_seed, max_val, num_workers)
+    else:
+        train_split = DataSplit(data, "all", holdout, holdout_seed, max_train, num_workers)
+        val_split = DataSplit(val_data, "all", holdout, holdout_seed, max_val, num_workers)
+    tok, desc = resolve_model(model, preset, dev)
+    typer.echo(f"model: {desc}", err=True)
+    config = LinearProbeConfig(
+        epochs=epochs,
+        batch_size=probe_batch_size,
+        optimizer=optimizer,  # type: ignore[arg-type]
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
+    metrics = probe_tokenizer(tok, train_split, val_split, pool, config, batch_size, dt)  # type: ignore[arg-type]
+    payload = {
+        "command": "eval probe",
+        "model": desc,
+        "train": train_split.describe(),
+        "val": val_split.describe(),
+        "pool": pool,
+        "probe": vars(config),
+        "metrics": metrics,
+    }
+    _report(payload, json_out)
+
+
+@eval_app.command("reference-stats")
+def reference_stats(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz.")],
+    image_size: Annotated[
+        int, typer.Option("--image-size", min=8, help="Center-crop size (that of the images compared).")
+    ] = 256,
+    split: SplitOpt = "all",
+    holdout: HoldoutOpt = 500,
+    holdout_seed: HoldoutSeedOpt = 0,
+    max_images: MaxImagesOpt = None,
+    num_workers: WorkersOpt = 0,
+    feature_net: FeatureNetOpt = "inception",
+    inception_weights: InceptionWeightsOpt = None,
+    download: DownloadOpt = True,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Compute reference statistics (mu, sigma, count, feature network) of a dataset."""
+    dev = parse_device(device)
+    data_split = _split(data, split, holdout, holdout_seed, max_images, num_workers)
+    network = resolve_feature_network(feature_net, dev, inception_weights, download)
+    stats = compute_reference_stats(data_split, network, image_size, batch_size)
+    path = save_stats(stats, out, network_fingerprint(network))
+    typer.echo(
+        f"wrote statistics of {stats.count} images ({stats.feature_network}, dim {len(stats.mu)}) to {path}"
+    )
+
+
+# ---------------------------------------------------------------------------------------- bench
+
+
+def bench(
+    model: ModelOpt = None,
+    preset: PresetOpt = None,
+    generator: GeneratorOpt = None,
+    generator_preset: GeneratorPresetOpt = None,
+    teacher: TeacherOpt = None,
+    batch_size: BatchOpt = 16,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls per operation.")] = 2,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed calls per operation (median taken).")] = 5,
+    num_steps: NumStepsOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    json_out: JsonOutOpt = None,
+) -> None:
+    """Encode, decode (and generate) throughput in images/s: warm-up, then the median of several runs."""
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    tok, desc = resolve_model(model, preset, dev)
+    gen, gen_desc = resolve_generator(generator, generator_preset, tok, dev) if generator else (None, None)
+    typer.echo(f"model: {desc}" + (f"; generator: {gen_desc}" if gen_desc else ""), err=True)
+    timings = benchmark(
+        tok,
+        gen,
+        batch_size=batch_size,
+        dtype=dt,
+        warmup=warmup,
+        runs=runs,
+        teacher=_teacher(teacher, dev),
+        sampling=_sampling(num_steps, None),
+    )
+    width = max(len(op) for op in timings)
+    dtype_name = str(dt).removeprefix("torch.")
+    typer.echo(
+        f"{'operation':<{max(width, 9)}}  images/s  ms/batch (batch {batch_size}, {dev}, {dtype_name})"
+    )
+    for op, timing in timings.items():
+        typer.echo(
+            f"{op:<{max(width, 9)}}  {timing.images_per_second:8.1f}  {timing.median_seconds * 1e3:8.1f}"
+        )
+    if json_out is not None:
+        payload = {
+            "command": "bench",
+            "model": desc,
+            "generator": gen_desc,
+            "device": str(dev),
+            "dtype": dtype_name,
+            "batch_size": batch_size,
+            "warmup": warmup,
+            "runs": runs,
+            "threads": torch.get_num_threads(),
+            "images_per_second": {op: t.images_per_second for op, t in timings.items()},
+            "seconds": {op: t.seconds for op, t in timings.items()},
+        }
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------- train classifier
+
+
+def _parse_widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"--widths: expected positive integers separated by commas, got {text!r}")
+    return widths
+
+
+def train_classifier_command(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (the feature network).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Feature-network name (default: <data folder><size>-resnet).")
+    ] = None,
+    image_size: Annotated[int, typer.Option("--image-size", min=8, help="Training resolution.")] = 64,
+    widths: Annotated[
+        str, typer.Option("--widths", help="Channels per stage, comma-separated (features: the last).")
+    ] = "32,64,128,256",
+    holdout: Annotated[
+        int, typer.Option("--holdout", min=0, help="Held-out validation images (0: none).")
+    ] = 500,
+    holdout_seed: HoldoutSeedOpt = 0,
+    max_images: Annotated[
+        int | None, typer.Option("--max-images", min=1, help="First N training images.")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 128,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.05,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99)] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    num_workers: WorkersOpt = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Train a small classifier to serve as an offline FID/IS feature network (--feature-net OUT)."""
+    dev = parse_device(device)
+    config = ClassifierTrainingConfig(
+        data=data,
+        name=name,
+        image_size=image_size,
+        widths=_parse_widths(widths),
+        holdout=holdout,
+        holdout_seed=holdout_seed,
+        max_train_images=max_images,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        num_workers=num_workers,
+    )
+    result = train_classifier(
+        config, out, device=dev, resume=resume, log=lambda line: typer.echo(line, err=True)
+    )
+    top1 = "n/a (no holdout)" if result.val_top1 is None else f"{result.val_top1:.4f}"
+    typer.echo(f"saved {config.network_name()!r} to {out}; val top-1 {top1}")
+
+
+__all__ = [
+    "bench",
+    "eval_app",
+    "format_table",
+    "probe_tokenizer",
+    "resolve_generator",
+    "token_features",
+    "train_classifier_command",
+]
