@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench clean-venv
+.PHONY: demo test lint format bench reproduce clean-venv
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 ## Run the test suite.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The whole pipeline on Imagenette at 64 px (BUDGET=quick|default); report in runs/imagenette64-$(BUDGET)/.
+BUDGET ?= default
+reproduce: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/titok reproduce imagenette64 --budget $(BUDGET) -o runs/imagenette64-$(BUDGET)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

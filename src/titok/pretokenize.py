@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from titok.data.loader import DataConfig, build_loader
 from titok.errors import DataError
+from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.titok import TiTok
 
 FORMAT = "titok.pretokenized/1"
@@ -60,7 +61,7 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
 
 
 def pretokenize(
-    model: TiTok,
+    model: TiTok | GridTokenizer,
     data: DataConfig,
     output: str | os.PathLike[str],
     model_name: str,
@@ -82,15 +83,15 @@ def pretokenize(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     data = DataConfig(
-        **{**data.__dict__, "endless": False, "augment": False, "image_size": model.config.image_size}
+        **{**data.__dict__, "endless": False, "augment": False, "image_size": model.image_size}
     )
     loader = build_loader(data)
     settings = {
         "format": FORMAT,
         "model": model_name,
-        "num_tokens": model.config.num_latent_tokens,
-        "codebook_size": model.config.codebook_size,
-        "image_size": model.config.image_size,
+        "num_tokens": model.num_tokens,
+        "codebook_size": model.codebook_size,
+        "image_size": model.image_size,
         "flip": flip,
         "data": str(data.path),
         "shard_size": shard_size,

@@ -138,6 +138,14 @@ class TiTok(nn.Module):
     def num_tokens(self) -> int:
         return self.config.num_latent_tokens
 
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
     # ------------------------------------------------------------------ building blocks
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Continuous latent tokens before quantization: (B, 3, H, W) -> (B, K, C) (2C for VAE)."""

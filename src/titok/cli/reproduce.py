@@ -1,0 +1,45 @@
+"""``titok reproduce imagenette64``: the whole pipeline at small scale, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from titok.errors import ConfigError
+
+EXPERIMENTS = ("imagenette64",)
+
+
+def reproduce(
+    experiment: Annotated[str, typer.Argument(help="Experiment to run: imagenette64.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder (resumable).")] = Path(
+        "runs/imagenette64"
+    ),
+    budget: Annotated[
+        str,
+        typer.Option("--budget", "-b", help="default (<= 2 h on 2 CPU cores), quick (<= 20 min) or tiny."),
+    ] = "default",
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Imagenette train shards (default: ../shared/data/imagenette)."),
+    ] = None,
+    ship: Annotated[
+        Path | None,
+        typer.Option(
+            "--ship", help="Afterwards copy the default tokenizer and its generator (float16) here."
+        ),
+    ] = None,
+) -> None:
+    """Train every tokenizer, generator and the feature network; measure; write report.md."""
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {experiment!r}; available: {', '.join(EXPERIMENTS)}")
+    from titok.reproduce import get_budget, reproduce_imagenette64
+    from titok.reproduce.ship import ship_models
+
+    report = reproduce_imagenette64(output, get_budget(budget), data, echo=typer.echo)
+    typer.echo(f"report: {report}")
+    if ship is not None:
+        for path in ship_models(output, ship):
+            typer.echo(f"shipped: {path}")

@@ -1,0 +1,164 @@
+"""Measurements of the reproduction: reconstruction quality, linear probes, generation.
+
+Every tokenizer (1D TiTok or 2D :class:`~titok.models.grid_tokenizer.GridTokenizer`) is measured
+the same way on the same held-out images; FID-like figures use the run's own classifier as the
+feature network and are labelled with its name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from titok.evaluation.linear_probe import LinearProbeConfig, linear_probe, pool_tokens
+from titok.evaluation.reconstruction import DataSplit, split_batches
+from titok.metrics import codebook_usage, psnr, ssim
+from titok.metrics.feature_stats import FeatureAccumulator, generation_metrics, metric_key
+from titok.models.grid_tokenizer import GridTokenizer
+from titok.models.titok import TiTok
+
+Tokenizer = TiTok | GridTokenizer
+
+
+@torch.inference_mode()
+def real_summary(network: torch.nn.Module, split: DataSplit, image_size: int, batch_size: int = 50):
+    """Feature statistics of the real images of ``split`` (the FID reference)."""
+    acc = FeatureAccumulator(network)
+    for batch in split_batches(split, image_size, batch_size, progress=False):
+        acc.update(batch["image"])
+    return acc.compute()
+
+
+@torch.inference_mode()
+def reconstruction_metrics(
+    tokenizer: Tokenizer,
+    split: DataSplit,
+    network: torch.nn.Module,
+    reference,
+    image_size: int,
+    batch_size: int = 50,
+    keep: int = 8,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """PSNR, SSIM, FID[net] against ``reference`` and codebook usage over ``split``.
+
+    Returns:
+        ``(metrics, originals, reconstructions)`` with the first ``keep`` images of each
+        (for grids).
+    """
+    acc = FeatureAccumulator(network)
+    psnrs, ssims, tokens = [], [], []
+    first, first_rec = [], []
+    for batch in split_batches(split, image_size, batch_size, progress=False):
+        images = batch["image"]
+        ids = tokenizer.encode(images, batch_size=batch_size)
+        rec = tokenizer.decode(ids, batch_size=batch_size)
+        psnrs.append(psnr(rec, images))
+        ssims.append(ssim(rec, images))
+        tokens.append(ids.reshape(len(images), -1))
+        acc.update(rec)
+        if sum(len(x) for x in first) < keep:
+            first.append(images)
+            first_rec.append(rec)
+    summary = acc.compute()
+    usage = codebook_usage(torch.cat(tokens), tokenizer.codebook_size)
+    metrics = {
+        "PSNR": float(torch.cat(psnrs).mean()),
+        "SSIM": float(torch.cat(ssims).mean()),
+        **{
+            k.replace("FID", "rFID"): v
+            for k, v in generation_metrics(summary, reference.stats).items()
+            if k.startswith("FID")
+        },
+        "codebook_used": usage["used_fraction"],
+        "codebook_perplexity": usage["perplexity"],
+        "num_images": float(acc.count),
+    }
+    return metrics, torch.cat(first)[:keep], torch.cat(first_rec)[:keep]
+
+
+@torch.inference_mode()
+def token_features(tokenizer: Tokenizer, split: DataSplit, image_size: int, batch_size: int = 50):
+    """Pre-quantization token features [N, T, D] and labels [N] of a labelled split."""
+    feats, labels = [], []
+    for batch in split_batches(split, image_size, batch_size, progress=False, require_labels=True):
+        feats.append(tokenizer.encode_latents(batch["image"].to(tokenizer.device)).float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(feats), torch.cat(labels)
+
+
+def probe_metrics(
+    tokenizer: Tokenizer, train: DataSplit, val: DataSplit, image_size: int, num_classes: int
+) -> dict[str, float]:
+    """Linear-probe top-1 on the frozen tokens, mean-pooled and concatenated."""
+    train_x, train_y = token_features(tokenizer, train, image_size)
+    val_x, val_y = token_features(tokenizer, val, image_size)
+    results: dict[str, float] = {}
+    config = LinearProbeConfig(epochs=100, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=1e-4)
+    for pool in ("mean", "concat"):
+        out = linear_probe(
+            pool_tokens(train_x, pool), train_y, pool_tokens(val_x, pool), val_y, config, num_classes
+        )
+        results[f"top1_{pool}"] = out.top1
+        results[f"train_top1_{pool}"] = out.train_top1
+    results["feature_dim"] = float(train_x.shape[-1])
+    results["num_train_images"] = float(len(train_y))
+    results["num_val_images"] = float(len(val_y))
+    return results
+
+
+@torch.inference_mode()
+def generate(
+    generator: torch.nn.Module, tokenizer: Tokenizer, labels: torch.Tensor, batch_size: int, seed: int = 0
+) -> torch.Tensor:
+    """Images (N, 3, S, S) in [0, 1] for ``labels`` [N], batch by batch, deterministic for ``seed``."""
+    out = []
+    for i, chunk in enumerate(labels.split(batch_size)):
+        tokens = generator.generate(chunk, seed=seed + i)
+        out.append(tokenizer.decode(tokens, batch_size=batch_size))
+    return torch.cat(out)
+
+
+def generation_speed(
+    generator: torch.nn.Module, tokenizer: Tokenizer, num_classes: int, batch_size: int, runs: int
+) -> dict[str, float]:
+    """Images/s of sampling + decoding one batch (one warm-up run, then the median of ``runs``)."""
+    labels = torch.arange(batch_size) % num_classes
+    generate(generator, tokenizer, labels, batch_size)
+    times = []
+    for r in range(runs):
+        start = time.perf_counter()
+        generate(generator, tokenizer, labels, batch_size, seed=r)
+        times.append(time.perf_counter() - start)
+    median = sorted(times)[len(times) // 2]
+    return {
+        "images_per_second": batch_size / median,
+        "seconds_per_batch": median,
+        "batch_size": float(batch_size),
+    }
+
+
+def generation_metrics_for(
+    generator: torch.nn.Module,
+    tokenizer: Tokenizer,
+    network: torch.nn.Module,
+    reference,
+    num: int,
+    num_classes: int,
+    batch_size: int = 50,
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """gFID[net] and IS[net] of ``num`` class-balanced samples; also returns the samples."""
+    labels = torch.arange(num) % num_classes
+    images = generate(generator, tokenizer, labels, batch_size)
+    acc = FeatureAccumulator(network)
+    for chunk in images.split(batch_size):
+        acc.update(chunk)
+    metrics = generation_metrics(acc.compute(), reference.stats, is_splits=min(10, max(1, num // 50)))
+    name = network.name
+    out = {
+        f"gFID[{name}]": metrics[metric_key("FID", name)],
+        f"IS[{name}]": metrics.get(metric_key("IS", name), float("nan")),
+        "num_images": float(num),
+    }
+    return out, images

@@ -1,0 +1,364 @@
+"""``titok reproduce imagenette64``: every stage of the paper at 64 px on Imagenette, resumable.
+
+Stages, in order (each writes into ``<run>/<stage>/`` and is skipped once done):
+
+1. ``classifier``: the feature network of the FID-like figures (``titok train classifier``).
+2. ``vqgan-f8``, ``vqgan-f16``: 2D VQGAN tokenizers (64 and 16 tokens); f=8 is the teacher.
+3. ``titok-k{K}-stage1`` then ``titok-k{K}-stage2`` for every K of the budget.
+4. ``eval-reconstruction``: PSNR, SSIM, rFID[net], codebook usage of every tokenizer on the
+   held-out images; ``eval-probe``: linear-probe top-1 of their frozen tokens.
+5. ``tokens-1d`` (the chosen K, see :func:`choose_generator_tokens`), ``tokens-2d`` (f=16):
+   pretokenized training images; ``generator-1d``, ``generator-2d``: MaskGIT generators of the
+   same size on each.
+6. ``eval-generation``: gFID[net], IS[net] and images/s of both generators.
+7. ``report``: ``report.md`` with tables and PNG plots (:mod:`titok.reproduce.report`).
+
+``state.json`` records the budget, each finished stage and its wall time; running again skips
+finished stages and resumes an interrupted training stage from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from titok.errors import ConfigError
+from titok.evaluation.reconstruction import DataSplit
+from titok.reproduce.budget import IMAGE_SIZE, Budget
+from titok.reproduce.recipes import generator_recipe, stage1_recipe, stage2_recipe, vqgan_recipe
+
+logger = logging.getLogger("titok.reproduce")
+
+IMAGENETTE_CLASSES = [
+    "tench",
+    "English springer",
+    "cassette player",
+    "chain saw",
+    "church",
+    "French horn",
+    "garbage truck",
+    "gas pump",
+    "golf ball",
+    "parachute",
+]
+
+
+def default_data() -> str:
+    """The shared Imagenette shards beside the project (or ``$TITOK_DATA``)."""
+    env = os.environ.get("TITOK_DATA")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parents[3].parent / "shared" / "data" / "imagenette")
+
+
+@dataclass
+class Run:
+    """One reproduction run folder.
+
+    Args:
+        output: the run folder.
+        budget: the compute budget.
+        data: Imagenette training shards (labelled).
+        echo: where progress lines go.
+    """
+
+    output: Path
+    budget: Budget
+    data: str
+    echo: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.output / "state.json"
+        if self.state_path.is_file():
+            self.state = json.loads(self.state_path.read_text())
+            if self.state.get("budget", {}).get("name") != self.budget.name:
+                raise ConfigError(
+                    f"{self.output}: holds a run with budget {self.state.get('budget', {}).get('name')!r}, "
+                    f"not {self.budget.name!r}; use another output folder"
+                )
+        else:
+            self.state = {"budget": self.budget.to_dict(), "data": self.data, "stages": {}}
+            self._save()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _save(self) -> None:
+        tmp = self.state_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        os.replace(tmp, self.state_path)
+
+    def done(self, stage: str) -> bool:
+        return self.state["stages"].get(stage, {}).get("done", False)
+
+    def stage(self, name: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+        """Run ``fn`` as stage ``name`` unless it is done; record its wall time (summed over tries)."""
+        if self.done(name):
+            self.echo(f"[skip] {name} (done in {self.state['stages'][name]['seconds']:.0f} s)")
+            return
+        self.echo(f"[run ] {name}")
+        entry = self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
+        start = time.perf_counter()
+        try:
+            extra = fn() or {}
+        finally:
+            entry["seconds"] += time.perf_counter() - start
+            self._save()
+        entry.update(done=True, **extra)
+        self._save()
+        self.echo(f"[done] {name} in {entry['seconds']:.0f} s")
+
+    def path(self, *parts: str) -> Path:
+        return self.output.joinpath(*parts)
+
+    def write_json(self, name: str, data: Any) -> None:
+        path = self.path("results", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.path("results", name).read_text())
+
+    # ------------------------------------------------------------------ splits
+    def val_split(self, max_images: int | None = None) -> DataSplit:
+        return DataSplit(self.data, "val", self.budget.holdout, 0, max_images)
+
+    def train_split(self, max_images: int | None) -> DataSplit:
+        limit = self.budget.max_train_images
+        if max_images is not None and limit is not None:
+            max_images = min(max_images, limit)
+        return DataSplit(self.data, "train", self.budget.holdout, 0, max_images or limit)
+
+    # ------------------------------------------------------------------ tokenizers
+    def tokenizer_names(self) -> list[str]:
+        return ["vqgan-f8", "vqgan-f16", *[f"titok-k{k}" for k in self.budget.token_counts]]
+
+    def tokenizer_dir(self, name: str) -> Path:
+        if name.startswith("vqgan"):
+            return self.path(name, "export")
+        return self.path(f"{name}-stage2", "export")
+
+    def load_tokenizer(self, name: str):
+        from titok.models.grid_tokenizer import GridTokenizer
+        from titok.models.titok import TiTok
+
+        if name.startswith("vqgan"):
+            return GridTokenizer.from_pretrained(self.tokenizer_dir(name), IMAGE_SIZE).eval()
+        return TiTok.from_pretrained(self.tokenizer_dir(name)).eval()
+
+    def feature_network(self):
+        from titok.models.classifier import load_classifier
+
+        return load_classifier(self.path("classifier")).eval()
+
+
+# ---------------------------------------------------------------------------------- stages
+def _train(recipe, resume_dir: Path) -> dict[str, Any]:
+    from titok.training import make_task, train
+
+    resume = any(resume_dir.glob("checkpoint-*"))
+    result = train(make_task(recipe), resume=resume)
+    return {"steps": result.step, "skipped": dict(result.skipped)}
+
+
+def stage_classifier(run: Run) -> dict[str, Any]:
+    from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
+
+    b = run.budget
+    config = ClassifierTrainingConfig(
+        data=run.data,
+        name="imagenette64-resnet",
+        image_size=IMAGE_SIZE,
+        holdout=b.holdout,
+        holdout_seed=0,
+        max_train_images=b.max_train_images,
+        max_val_images=b.eval_images,
+        num_classes=len(IMAGENETTE_CLASSES),
+        epochs=b.classifier_epochs,
+    )
+    result = train_classifier(config, run.path("classifier"), resume=True, progress=True)
+    return {"val_top1": result.val_top1}
+
+
+def choose_generator_tokens(recon: dict[str, dict[str, float]], candidates: tuple[int, ...]) -> int:
+    """The K for the generator: among 16 and 32 (those present), the lower rFID[net] wins."""
+    scored = []
+    for k in candidates:
+        metrics = recon.get(f"titok-k{k}")
+        if metrics is None:
+            continue
+        rfid = next(v for key, v in metrics.items() if key.startswith("rFID"))
+        scored.append((rfid, k))
+    preferred = [s for s in scored if s[1] in (16, 32)] or scored
+    return min(preferred)[1]
+
+
+def stage_eval_reconstruction(run: Run) -> dict[str, Any]:
+    from titok.reproduce.report import save_grid
+
+    net = run.feature_network()
+    val = run.val_split(run.budget.eval_images)
+    reference = _reference(run, net)
+    results = {}
+    for name in run.tokenizer_names():
+        tok = run.load_tokenizer(name)
+        metrics, originals, recs = _reconstruct(run, tok, val, net, reference)
+        results[name] = metrics
+        if name == run.tokenizer_names()[0]:
+            save_grid(originals, run.path("results", "originals.png"))
+        save_grid(recs, run.path("results", f"reconstructions-{name}.png"))
+        run.echo(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    run.write_json("reconstruction.json", results)
+    return {}
+
+
+def _reference(run: Run, net):
+    from titok.reproduce.measure import real_summary
+
+    return real_summary(net, run.val_split(run.budget.eval_images), IMAGE_SIZE)
+
+
+def _reconstruct(run: Run, tok, val, net, reference):
+    from titok.reproduce.measure import reconstruction_metrics
+
+    return reconstruction_metrics(tok, val, net, reference, IMAGE_SIZE, keep=run.budget.grid_images)
+
+
+def stage_eval_probe(run: Run) -> dict[str, Any]:
+    from titok.reproduce.measure import probe_metrics
+
+    train = run.train_split(run.budget.probe_train_images)
+    val = run.val_split(run.budget.eval_images)
+    results = {}
+    for name in run.tokenizer_names():
+        results[name] = probe_metrics(
+            run.load_tokenizer(name), train, val, IMAGE_SIZE, len(IMAGENETTE_CLASSES)
+        )
+        run.echo(
+            f"  {name}: top-1 mean {results[name]['top1_mean']:.3f}, concat {results[name]['top1_concat']:.3f}"
+        )
+    run.write_json("probe.json", results)
+    return {}
+
+
+def generator_tokens(run: Run) -> int:
+    return choose_generator_tokens(run.read_json("reconstruction.json"), run.budget.token_counts)
+
+
+def stage_tokens(run: Run, which: str) -> dict[str, Any]:
+    from titok.data import DataConfig
+    from titok.pretokenize import pretokenize
+
+    name = f"titok-k{generator_tokens(run)}" if which == "1d" else "vqgan-f16"
+    tok = run.load_tokenizer(name)
+    data = DataConfig(
+        path=run.data,
+        image_size=IMAGE_SIZE,
+        batch_size=50,
+        holdout=run.budget.holdout,
+        holdout_seed=0,
+        split="train",
+        max_samples=run.budget.max_train_images,
+        require_labels=True,
+    )
+    pretokenize(tok, data, run.path(f"tokens-{which}"), str(run.tokenizer_dir(name)), shard_size=5000)
+    return {"tokenizer": name}
+
+
+def stage_generator(run: Run, which: str) -> dict[str, Any]:
+    from titok.training.tasks.generator import run_generator_training
+
+    tokenizer = run.state["stages"][f"tokens-{which}"]["tokenizer"]
+    recipe = generator_recipe(
+        run.budget,
+        run.path(f"tokens-{which}"),
+        run.path(f"generator-{which}"),
+        str(run.tokenizer_dir(tokenizer)) if which == "1d" else None,
+        IMAGENETTE_CLASSES,
+    )
+    out = run.path(f"generator-{which}")
+    resume = any(out.glob("checkpoint-*"))
+    result = run_generator_training(recipe, resume=resume)
+    return {"steps": result.step, "tokenizer": tokenizer}
+
+
+def stage_eval_generation(run: Run) -> dict[str, Any]:
+    from titok.models.generator import Generator
+    from titok.reproduce.measure import generation_metrics_for, generation_speed
+    from titok.reproduce.report import save_grid
+
+    b = run.budget
+    net = run.feature_network()
+    reference = _reference(run, net)
+    results = {}
+    for which in ("1d", "2d"):
+        tokenizer_name = run.state["stages"][f"tokens-{which}"]["tokenizer"]
+        tok = run.load_tokenizer(tokenizer_name)
+        gen = Generator.from_pretrained(run.path(f"generator-{which}", "export")).eval()
+        metrics, images = generation_metrics_for(
+            gen, tok, net, reference, b.generated_images, len(IMAGENETTE_CLASSES)
+        )
+        speed = generation_speed(gen, tok, len(IMAGENETTE_CLASSES), b.speed_batch, b.speed_runs)
+        results[which] = {
+            "tokenizer": tokenizer_name,
+            "num_tokens": tok.num_tokens,
+            **metrics,
+            **speed,
+            "generator_parameters": float(sum(p.numel() for p in gen.parameters())),
+        }
+        per_class = max(1, min(8, b.generated_images // len(IMAGENETTE_CLASSES)))
+        order = torch.cat(
+            [torch.arange(c, len(images), len(IMAGENETTE_CLASSES))[:per_class] for c in range(10)]
+        )
+        save_grid(images[order], run.path("results", f"samples-{which}.png"), nrow=per_class)
+        run.echo(f"  {which}: " + ", ".join(f"{k} {v}" for k, v in results[which].items()))
+    run.write_json("generation.json", results)
+    return {}
+
+
+def stage_report(run: Run) -> dict[str, Any]:
+    from titok.reproduce.report import write_report
+
+    write_report(run)
+    return {}
+
+
+def reproduce_imagenette64(output: str | Path, budget: Budget, data: str | None = None, echo=print) -> Path:
+    """Run (or continue) every stage; returns the report path."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+    run = Run(Path(output), budget, data or default_data(), echo)
+    b = budget
+    run.stage("classifier", lambda: stage_classifier(run))
+    for f in (8, 16):
+        out = run.path(f"vqgan-f{f}")
+        run.stage(f"vqgan-f{f}", lambda f=f, out=out: _train(vqgan_recipe(b, run.data, f, out), out))
+    teacher = run.path("vqgan-f8", "export")
+    for k in b.token_counts:
+        s1, s2 = run.path(f"titok-k{k}-stage1"), run.path(f"titok-k{k}-stage2")
+        run.stage(
+            f"titok-k{k}-stage1", lambda k=k, s1=s1: _train(stage1_recipe(b, run.data, k, teacher, s1), s1)
+        )
+        run.stage(
+            f"titok-k{k}-stage2",
+            lambda s1=s1, s2=s2: _train(stage2_recipe(b, run.data, s1 / "export", teacher, s2), s2),
+        )
+    run.stage("eval-reconstruction", lambda: stage_eval_reconstruction(run))
+    run.stage("eval-probe", lambda: stage_eval_probe(run))
+    for which in ("1d", "2d"):
+        run.stage(f"tokens-{which}", lambda which=which: stage_tokens(run, which))
+        run.stage(f"generator-{which}", lambda which=which: stage_generator(run, which))
+    run.stage("eval-generation", lambda: stage_eval_generation(run))
+    # The report is rewritten on every call (it is cheap and reflects the latest state).
+    start = time.perf_counter()
+    stage_report(run)
+    run.echo(f"[done] report in {time.perf_counter() - start:.0f} s: {run.path('report.md')}")
+    return run.path("report.md")

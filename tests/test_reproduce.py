@@ -1,0 +1,119 @@
+"""The Imagenette-64 reproduction: the tiny budget end to end, resumption, the shipped models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from titok.errors import ConfigError
+from titok.reproduce import get_budget, reproduce_imagenette64
+from titok.reproduce.pipeline import Run, choose_generator_tokens
+
+SECTIONS = (
+    "## Stages",
+    "## Reconstruction",
+    "## Linear probing of the frozen tokens",
+    "## Class-conditional generation",
+    "## What these figures can and cannot say",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, imagenette) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    lines: list[str] = []
+    reproduce_imagenette64(out, get_budget("tiny"), str(imagenette), echo=lines.append)
+    (out / "echo.txt").write_text("\n".join(lines))
+    return out
+
+
+def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> None:
+    state = json.loads((tiny_run / "state.json").read_text())
+    budget = get_budget("tiny")
+    expected = [
+        "classifier",
+        "vqgan-f8",
+        "vqgan-f16",
+        *[f"titok-k{k}-stage{s}" for k in budget.token_counts for s in (1, 2)],
+        "eval-reconstruction",
+        "eval-probe",
+        "tokens-1d",
+        "generator-1d",
+        "tokens-2d",
+        "generator-2d",
+        "eval-generation",
+    ]
+    assert list(state["stages"]) == expected
+    assert all(s["done"] and s["seconds"] > 0 for s in state["stages"].values())
+    report = (tiny_run / "report.md").read_text()
+    for section in SECTIONS:
+        assert section in report
+    for png in ("reconstruction.png", "probe.png", "generation.png", "originals.png", "samples-1d.png"):
+        assert (tiny_run / "results" / png).stat().st_size > 0, png
+        assert f"results/{png}" in report
+    recon = json.loads((tiny_run / "results" / "reconstruction.json").read_text())
+    assert set(recon) == {"vqgan-f8", "vqgan-f16", "titok-k8", "titok-k16"}
+    for name, metrics in recon.items():
+        assert metrics["num_images"] == budget.eval_images
+        assert 0 < metrics["PSNR"] < 60 and -1 <= metrics["SSIM"] <= 1
+        assert "rFID[imagenette64-resnet]" in metrics
+        # every number in the report table comes from the results file
+        assert f"{metrics['PSNR']:.3f}" in report, name
+    gen = json.loads((tiny_run / "results" / "generation.json").read_text())
+    assert gen["2d"]["num_tokens"] == 16 and gen["1d"]["num_tokens"] in budget.token_counts
+    assert gen["1d"]["images_per_second"] > 0
+    # 1D and 2D generators have the same size
+    assert gen["1d"]["generator_parameters"] == gen["2d"]["generator_parameters"]
+
+
+def test_a_second_call_skips_finished_stages(tiny_run: Path, imagenette) -> None:
+    before = json.loads((tiny_run / "state.json").read_text())
+    lines: list[str] = []
+    reproduce_imagenette64(tiny_run, get_budget("tiny"), str(imagenette), echo=lines.append)
+    after = json.loads((tiny_run / "state.json").read_text())
+    assert before["stages"] == after["stages"]
+    assert sum(line.startswith("[skip]") for line in lines) == len(before["stages"])
+
+
+def test_an_interrupted_stage_is_resumed_not_restarted(tiny_run: Path, imagenette) -> None:
+    run = Run(tiny_run, get_budget("tiny"), str(imagenette), echo=lambda _: None)
+    calls: list[int] = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        run.stage("extra", failing)
+    state = json.loads((tiny_run / "state.json").read_text())
+    assert state["stages"]["extra"]["done"] is False
+    run.stage("extra", lambda: {"value": 1.0})
+    state = json.loads((tiny_run / "state.json").read_text())
+    assert state["stages"]["extra"]["done"] is True and len(calls) == 1
+    run.stage("extra", failing)  # done: not run again
+    assert len(calls) == 1
+
+
+def test_another_budget_in_the_same_folder_is_refused(tiny_run: Path, imagenette) -> None:
+    with pytest.raises(ConfigError, match="budget"):
+        Run(tiny_run, get_budget("quick"), str(imagenette))
+
+
+def test_generator_tokens_are_chosen_by_reconstruction_fid() -> None:
+    recon = {
+        "titok-k8": {"rFID[n]": 1.0},
+        "titok-k16": {"rFID[n]": 5.0},
+        "titok-k32": {"rFID[n]": 3.0},
+        "titok-k64": {"rFID[n]": 0.5},
+    }
+    assert choose_generator_tokens(recon, (8, 16, 32, 64)) == 32
+    assert choose_generator_tokens({"titok-k8": {"rFID[n]": 1.0}}, (8,)) == 8
+
+
+def test_unknown_budget_is_refused() -> None:
+    with pytest.raises(ConfigError, match="quick"):
+        get_budget("huge")
