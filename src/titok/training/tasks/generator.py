@@ -1,0 +1,344 @@
+"""``titok train generator``: a class-conditional MaskGIT generator on pretokenized tokens.
+
+The data is a folder written by ``titok pretokenize`` (:mod:`titok.pretokenize`): K codes per
+image, with its class label and, unless made with ``--no-flip``, the codes of the mirrored image.
+Each step, as in the authors' MaskGIT training (bytedance/1d-tokenizer):
+
+* a random half of the sequences use the mirrored image's codes (``data.augment``);
+* each sequence masks ``round(K * arccos(t) / (pi / 2))`` random positions, ``t ~ U(0, 1)``
+  (:func:`titok.sampling.random_masking`);
+* each label is replaced by the "no class" token with probability ``model.class_label_dropout``,
+  which trains the unconditional model used by classifier-free guidance;
+* the loss is cross-entropy with label smoothing (``losses.label_smoothing``) at every
+  position, masked positions weighted 1 and unmasked ones ``losses.loss_weight_unmasked_token``,
+  normalised by the sum of the weights (:func:`masked_token_loss`).
+
+The recipe's ``model`` section holds :class:`~titok.models.generator.GeneratorConfig` fields on
+top of a ``preset``; ``codebook_size`` and ``seq_len`` come from the tokens. ``model.tokenizer``
+(default: the tokenizer folder the tokens were made with, if it exists) decodes the sample grids
+written every ``experiment.image_every`` steps and is recorded in the exported model, whose
+``class_names`` (``model.class_names``) let ``titok generate`` take class names.
+
+The engine's image data path is replaced by :class:`~titok.training.token_loader.TokenLoader`
+(:class:`GeneratorEngine`); run it with :func:`run_generator_training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from titok.checkpoints import load_strict
+from titok.errors import CheckpointError, ConfigError, DataError, TitokError
+from titok.models.generator import Generator, GeneratorConfig, get_generator_preset, load_generator
+from titok.models.titok import TiTok
+from titok.pretokenize import TokenDataset, load_tokens
+from titok.sampling import random_masking
+from titok.training.config import GENERATOR_LOSS_KEYS, DataSection, Recipe
+from titok.training.ema import EMA
+from titok.training.engine import Engine, TrainResult, _make_accelerator, _Optimizer, parameter_groups
+from titok.training.monitor import Monitor
+from titok.training.task import StepContext, Task
+from titok.training.token_loader import TokenLoader
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+logger = logging.getLogger("titok.training")
+
+#: ``data`` keys that apply to token data; the others are for images.
+TOKEN_DATA_KEYS = ("train", "augment", "max_samples")
+
+
+def masked_token_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    label_smoothing: float = 0.1,
+    unmasked_weight: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' MaskGIT loss and the accuracy at masked positions.
+
+    Args:
+        logits: FloatTensor [B, K, C] at every image position.
+        targets: LongTensor [B, K], the unmasked codes.
+        mask: BoolTensor [B, K], True where the input was masked.
+        label_smoothing: label smoothing of the cross-entropy.
+        unmasked_weight: weight of unmasked positions (masked ones weigh 1).
+
+    Returns:
+        ``(loss, accuracy)``: the weighted mean cross-entropy and the fraction of masked
+        positions whose most likely code is the target (both scalars).
+    """
+    ce = F.cross_entropy(logits.transpose(1, 2), targets, label_smoothing=label_smoothing, reduction="none")
+    weights = torch.where(mask, 1.0, unmasked_weight).to(ce.dtype)
+    loss = (ce * weights).sum() / (weights.sum() + 1e-8)
+    hits = (logits.detach().argmax(-1) == targets) & mask
+    accuracy = hits.sum() / mask.sum().clamp(min=1)
+    return loss, accuracy
+
+
+def _local_path_or_name(spec: str) -> str:
+    """An existing local path made absolute (so the exported config works from anywhere)."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def generator_config(recipe: Recipe, meta: dict[str, Any]) -> GeneratorConfig:
+    """The architecture of a ``generator`` recipe for tokens described by ``meta``.
+
+    ``model.preset`` (default: the plain :class:`GeneratorConfig` defaults) with the other
+    ``model`` keys applied; ``codebook_size`` and ``seq_len`` are the tokens' (giving other
+    values is an error).
+    """
+    src = recipe.source
+    fields_ = {k: v for k, v in recipe.model.items() if k != "preset"}
+    for key, value in (("codebook_size", meta.get("codebook_size")), ("seq_len", meta.get("num_tokens"))):
+        if value is None:
+            raise DataError(f"{recipe.data.train}: meta.json has no {key!r}")
+        if key in fields_ and fields_[key] != value:
+            raise ConfigError(
+                f"{src}: 'model.{key}' is {fields_[key]!r} but the tokens in {recipe.data.train} have {value}"
+            )
+        fields_[key] = int(value)
+    if (
+        fields_.get("tokenizer") is None
+        and isinstance(meta.get("model"), str)
+        and Path(meta["model"]).is_dir()
+    ):
+        fields_["tokenizer"] = meta["model"]  # the tokenizer the tokens were made with
+    if isinstance(fields_.get("tokenizer"), str):
+        fields_["tokenizer"] = _local_path_or_name(fields_["tokenizer"])
+    try:
+        preset = recipe.model.get("preset")
+        base = dataclasses.replace(get_generator_preset(str(preset)).config) if preset else GeneratorConfig()
+        return GeneratorConfig.from_dict({**base.to_dict(), **fields_})
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: model: {exc}") from None
+
+
+class GeneratorTask(Task):
+    """Trains a :class:`~titok.models.generator.Generator` with the masked-token loss."""
+
+    mode = "generator"
+    engine_class: type[Engine]  # GeneratorEngine, set below its definition
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__(recipe)
+        losses = {**GENERATOR_LOSS_KEYS, **recipe.losses}
+        self.label_smoothing = float(losses["label_smoothing"])
+        self.unmasked_weight = float(losses["loss_weight_unmasked_token"])
+        self.data: TokenDataset | None = None
+        self.tokenizer: TiTok | None = None
+
+    def _check_sections(self) -> None:
+        src, defaults = self.recipe.source, DataSection()
+        for f in dataclasses.fields(DataSection):
+            if f.name not in TOKEN_DATA_KEYS and getattr(self.recipe.data, f.name) != getattr(
+                defaults, f.name
+            ):
+                raise ConfigError(
+                    f"{src}: 'data.{f.name}' does not apply to generator training, which reads a pretokenized "
+                    f"folder (its keys: {', '.join(TOKEN_DATA_KEYS)})"
+                )
+        if self.recipe.teacher:
+            raise ConfigError(f"{src}: 'teacher' does not apply to generator training")
+
+    def load_data(self) -> TokenDataset:
+        """The recipe's token data (first ``data.max_samples``), labels checked."""
+        recipe = self.recipe
+        try:
+            data = load_tokens(str(recipe.data.train))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{recipe.source}: data.train: cannot read tokens ({exc})") from None
+        except DataError as exc:
+            raise DataError(f"{recipe.source}: data.train: {exc}") from None
+        n = recipe.data.max_samples
+        if n is not None:
+            flips = data.tokens_flip[:n] if data.tokens_flip is not None else None
+            data = TokenDataset(data.tokens[:n], flips, data.labels[:n], data.meta)
+        if (data.labels < 0).any():
+            raise DataError(
+                f"{recipe.data.train}: {int((data.labels < 0).sum())} samples have no class label (-1); "
+                "class-conditional training needs labelled data"
+            )
+        return data
+
+    def build(self, accelerator: Accelerator) -> dict[str, nn.Module]:
+        recipe = self.recipe
+        self._check_sections()
+        self.data = self.load_data()
+        self.config = config = generator_config(recipe, self.data.meta)
+        top = int(self.data.labels.max())
+        if top >= config.num_classes:
+            raise ConfigError(
+                f"{recipe.source}: the tokens have class labels up to {top} but model.num_classes is "
+                f"{config.num_classes}"
+            )
+        model = Generator(config)
+        if recipe.init_from:
+            start = load_generator(recipe.init_from)
+            try:
+                load_strict(model, start.state_dict(), str(recipe.init_from))
+            except CheckpointError as exc:
+                raise ConfigError(f"{recipe.source}: init_from does not fit model: {exc}") from None
+        e = recipe.experiment
+        if config.tokenizer and accelerator.is_main_process and e.image_every and e.num_images:
+            self.tokenizer = self._load_tokenizer(config, accelerator.device)
+        elif accelerator.is_main_process and e.image_every and e.num_images:
+            logger.warning("no model.tokenizer: sample grids are not written")
+        return {"model": model}
+
+    def _load_tokenizer(self, config: GeneratorConfig, device: torch.device) -> TiTok:
+        from titok.pretrained import load_tokenizer
+
+        assert config.tokenizer is not None
+        try:
+            tokenizer = load_tokenizer(config.tokenizer)
+        except TitokError as exc:
+            raise ConfigError(f"{self.recipe.source}: model.tokenizer: {exc}") from None
+        if tokenizer.num_tokens != config.seq_len or tokenizer.config.codebook_size != config.codebook_size:
+            raise ConfigError(
+                f"{self.recipe.source}: model.tokenizer {config.tokenizer} makes {tokenizer.num_tokens} tokens of "
+                f"{tokenizer.config.codebook_size} codes, the training tokens are {config.seq_len} of "
+                f"{config.codebook_size}"
+            )
+        tokenizer.requires_grad_(False)
+        return tokenizer.eval().to(device)
+
+    def loader(self, rank: int, world_size: int) -> TokenLoader:
+        """This process's endless batches (after :meth:`build`)."""
+        assert self.data is not None
+        t = self.recipe.training
+        return TokenLoader(self.data, t.batch_size, t.seed, rank, world_size, flip=self.recipe.data.augment)
+
+    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        tokens, labels = batch["tokens"], batch["label"]
+        masked, mask = random_masking(tokens, self.config.mask_token_id)
+        logits = ctx.module("model")(masked, labels)  # drops labels with config.class_label_dropout
+        loss, accuracy = masked_token_loss(
+            logits.float(), tokens, mask, self.label_smoothing, self.unmasked_weight
+        )
+        ctx.optimize("model", loss)
+        return {"total": loss.detach(), "masked_accuracy": accuracy, "mask_ratio": mask.float().mean()}
+
+    def preview_labels(self, n: int) -> list[int]:
+        """``n`` class ids spread evenly over the classes (the same every time)."""
+        return [i * self.config.num_classes // n for i in range(n)]
+
+    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """One row of ``len(images)`` samples (fixed classes and seed, the model's sampling
+        defaults), decoded by the tokenizer; no rows without one. ``images`` only gives the count."""
+        if self.tokenizer is None:
+            return []
+        assert isinstance(model, Generator)
+        device = next(model.parameters()).device
+        rng = torch.Generator(device=device).manual_seed(0)
+        tokens = model.generate(self.preview_labels(len(images)), generator=rng)
+        return [self.tokenizer.decode(tokens.to(self.tokenizer.device)).float()]
+
+    def export(self, model: nn.Module, directory: Path) -> Path:
+        assert isinstance(model, Generator)
+        return model.save_pretrained(directory)
+
+
+class _SamplesOnly:
+    """A monitor view whose image grids leave out the engine's first row (the batch input)."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    def images(self, step: int, rows: list[torch.Tensor]) -> Path | None:
+        return self.monitor.images(step, rows[1:]) if len(rows) > 1 else None
+
+
+class GeneratorEngine(Engine):
+    """The training engine with token batches from :meth:`GeneratorTask.loader` instead of images.
+
+    Everything else (processes, precision, accumulation, optimizers and schedules, EMA,
+    checkpoints and exact resume, logging, export) is the shared engine's. Batches hold
+    ``tokens`` (B, K), ``label`` (B,) and ``index``; the engine's preview hook gets the token
+    sequences under ``image`` and draws samples instead.
+    """
+
+    task: GeneratorTask
+
+    def __init__(
+        self, task: GeneratorTask, resume: bool = False, output_dir: str | Path | None = None
+    ) -> None:
+        if not isinstance(task, GeneratorTask):
+            raise TypeError("GeneratorEngine runs a GeneratorTask")
+        super().__init__(task, resume=resume, output_dir=output_dir)
+
+    def _setup(self) -> None:  # the engine's setup with the token loader in place of the image loader
+        from accelerate.utils import set_seed
+
+        recipe, t = self.recipe, self.recipe.training
+        self.accelerator = acc = _make_accelerator(recipe)
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = t.enable_tf32
+            torch.backends.cudnn.allow_tf32 = t.enable_tf32
+        self._check_output_dir()
+        set_seed(t.seed)  # the same initial weights on every process
+        self.modules = self.task.build(acc)
+        self.loader = self.task.loader(acc.process_index, acc.num_processes)  # type: ignore[assignment]
+
+        specs = self.task.optimizers()
+        opt_cfg = recipe.optimizer
+        raw_optimizers = [
+            torch.optim.AdamW(
+                parameter_groups(self.modules[spec.module], opt_cfg.weight_decay),
+                lr=spec.learning_rate,
+                betas=(opt_cfg.beta1, opt_cfg.beta2),
+                eps=opt_cfg.epsilon,
+            )
+            for spec in specs
+        ]
+        names = sorted({s.module for s in specs})
+        prepared = acc.prepare(*[self.modules[n] for n in names], *raw_optimizers)
+        prepared = prepared if isinstance(prepared, tuple | list) else (prepared,)
+        self.prepared = dict(zip(names, prepared[: len(names)], strict=True))
+        for spec, opt in zip(specs, prepared[len(names) :], strict=True):
+            params = [p for g in opt.param_groups for p in g["params"]]
+            self.optimizers[spec.name] = _Optimizer(spec, opt, self._scheduler(opt, spec), params)
+        if t.use_ema:
+            self.ema = EMA(self.modules["model"], decay=t.ema_decay)
+        set_seed(t.seed, device_specific=True)  # distinct noise per process from here on
+        if self.resume:
+            self._load_latest()
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        assert self.loader is not None
+        device = self.accelerator.device
+        for batch in self.loader:
+            tokens = batch["tokens"].to(device, non_blocking=True)
+            yield {
+                "tokens": tokens,
+                "label": batch["label"].to(device),
+                "index": batch["index"],
+                "image": tokens,
+            }
+
+    def _preview(self, monitor: Monitor, images: torch.Tensor) -> None:
+        if self.task.tokenizer is not None:
+            super()._preview(_SamplesOnly(monitor), images)  # type: ignore[arg-type]
+
+
+#: The engine that runs this task (the shared engine reads images, not tokens).
+GeneratorTask.engine_class = GeneratorEngine
+
+
+def run_generator_training(
+    recipe: Recipe, resume: bool = False, output_dir: str | Path | None = None
+) -> TrainResult:
+    """Train the generator of a ``generator`` recipe; returns the engine's :class:`TrainResult`."""
+    if recipe.mode != "generator":
+        raise ConfigError(f"{recipe.source}: a {recipe.mode!r} recipe, not a generator recipe")
+    return GeneratorEngine(GeneratorTask(recipe), resume=resume, output_dir=output_dir).run()

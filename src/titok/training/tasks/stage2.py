@@ -1,0 +1,96 @@
+"""``titok train stage2``: the decoder of a stage-1 TiTok learns to produce pixels.
+
+The model starts from ``init_from`` (a stage-1 export folder, or a weights file with
+``model.preset``), with the teacher VQGAN's codebook in ``pixel_quantize`` and its decoder in
+``pixel_decoder`` (the "vqgan" head). Encoder, latent tokens and quantizer are frozen (their
+codes do not change); the decoder, ``pixel_quantize`` and ``pixel_decoder`` are trained with
+L2 + perceptual + GAN losses (:mod:`titok.training.tasks.adversarial`). An ``init_from`` that
+already has the "vqgan" head continues its stage-2 training and needs no teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from titok.checkpoints import load_strict
+from titok.errors import ConfigError
+from titok.models.titok import TiTok
+from titok.training.tasks.adversarial import PixelOutput, PixelTask
+from titok.training.tasks.stage1 import load_teacher
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+
+def freeze_tokenizer(model: TiTok) -> None:
+    """Freeze what produces the tokens: encoder, latent tokens and quantizer (kept in eval mode)."""
+    for part in (model.encoder, model.quantize):
+        part.requires_grad_(False)
+        part.eval()
+    model.latent_tokens.requires_grad_(False)
+
+
+class Stage2Task(PixelTask):
+    """Trains the decoder side of a stage-1 TiTok to pixels."""
+
+    mode = "stage2"
+
+    def build_model(self, accelerator: Accelerator) -> nn.Module:
+        recipe = self.recipe
+        if not recipe.init_from:
+            raise ConfigError(
+                f"{recipe.source}: 'init_from' is not set: give the stage-1 export to start from"
+            )
+        init = TiTok.from_pretrained(recipe.init_from, preset=recipe.model.get("preset"))
+        overrides = {k: v for k, v in recipe.model.items() if k != "preset"}
+        head = init.config.decoder_head
+        if head == "vqgan":
+            model = init
+            if overrides:
+                model = TiTok(dataclasses.replace(init.config, **overrides))
+                load_strict(model, init.state_dict(), str(recipe.init_from))
+        elif head == "proxy":
+            teacher = load_teacher(recipe)
+            tcfg = teacher.config
+            try:
+                cfg = dataclasses.replace(
+                    init.config,
+                    **{
+                        **overrides,
+                        "decoder_head": "vqgan",
+                        "num_proxy_codes": tcfg.codebook_size,
+                        "pixel_decoder": dataclasses.replace(tcfg),
+                    },
+                )
+            except ConfigError as exc:
+                raise ConfigError(f"{recipe.source}: stage-1 model and teacher do not fit: {exc}") from None
+            model = TiTok(cfg)
+            state = dict(init.state_dict())
+            state["pixel_quantize.embedding.weight"] = teacher.quantize.embedding.weight.detach().cpu()
+            state.update({f"pixel_decoder.{k}": v.cpu() for k, v in teacher.decoder.state_dict().items()})
+            load_strict(model, state, f"{recipe.init_from} + teacher {recipe.teacher}")
+        else:
+            raise ConfigError(
+                f"{recipe.source}: init_from {recipe.init_from} has the {head!r} head; stage 2 starts from a "
+                "stage-1 ('proxy' head) tokenizer"
+            )
+        freeze_tokenizer(model)
+        self.image_size = model.config.image_size
+        return model
+
+    def reconstruct(self, model: nn.Module, images: torch.Tensor) -> PixelOutput:
+        out = model(images)
+        return PixelOutput(out.decoded, out.quantizer.loss)
+
+    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        assert isinstance(model, TiTok)
+        return [model.reconstruct(images)]
+
+    def export(self, model: nn.Module, directory: Path) -> Path:
+        assert isinstance(model, TiTok)
+        return model.save_pretrained(directory)
