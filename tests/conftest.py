@@ -13,6 +13,10 @@ REFERENCE = SHARED / "reference" / "official-state-dicts.json"
 IMAGENETTE = SHARED / "data" / "imagenette"
 CIFAR10 = SHARED / "data" / "cifar10"
 
+# One thread per test process: `make test` runs two processes (pytest-xdist) on a 2-core machine,
+# and oversubscribed torch threads are many times slower than one thread each.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def reference() -> dict:

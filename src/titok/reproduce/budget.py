@@ -46,16 +46,16 @@ class Budget:
     name: str
     token_counts: tuple[int, ...] = (8, 16, 32, 64)
     batch_size: int = 32
-    tokenizer_steps: int = 300
-    stage1_steps: int = 150
-    discriminator_start: int = 200
-    generator_steps: int = 1500
+    tokenizer_steps: int = 240
+    stage1_steps: int = 120
+    discriminator_start: int = 160
+    generator_steps: int = 1000
     generator_batch: int = 64
     classifier_epochs: int = 4
     max_train_images: int | None = None
     holdout: int = 500
     eval_images: int = 500
-    probe_train_images: int = 3000
+    probe_train_images: int = 2000
     generated_images: int = 500
     speed_batch: int = 32
     speed_runs: int = 3
@@ -85,10 +85,10 @@ BUDGETS: dict[str, Budget] = {
     "default": Budget(name="default"),
     "quick": Budget(
         name="quick",
-        tokenizer_steps=64,
-        stage1_steps=32,
-        discriminator_start=48,
-        generator_steps=400,
+        tokenizer_steps=32,
+        stage1_steps=16,
+        discriminator_start=24,
+        generator_steps=300,
         classifier_epochs=1,
         eval_images=200,
         probe_train_images=1000,
