@@ -17,7 +17,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_seconds, write_results  # noqa: E402
-
 from titok import TiTok  # noqa: E402
 
 
@@ -44,12 +43,20 @@ def main() -> None:
             "encode_runs_s": enc_all,
             "decode_runs_s": dec_all,
         }
-        print(f"{args.preset} {dtype_name:>8}: encode {enc / args.batch:.3f} s/img, "
-              f"decode {dec / args.batch:.3f} s/img (batch {args.batch}, {args.threads} threads)")
-    path = write_results("tokenizer", {
-        "preset": args.preset, "image_size": size, "batch": args.batch, "results": rows,
-        "targets": {"encode_float32": 1.1, "encode_bfloat16": 0.6, "decode_bfloat16": 1.3},
-    })
+        print(
+            f"{args.preset} {dtype_name:>8}: encode {enc / args.batch:.3f} s/img, "
+            f"decode {dec / args.batch:.3f} s/img (batch {args.batch}, {args.threads} threads)"
+        )
+    path = write_results(
+        "tokenizer",
+        {
+            "preset": args.preset,
+            "image_size": size,
+            "batch": args.batch,
+            "results": rows,
+            "targets": {"encode_float32": 1.1, "encode_bfloat16": 0.6, "decode_bfloat16": 1.3},
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -82,9 +82,7 @@ def pretokenize(
         raise DataError(f"shard_size {shard_size} must be a multiple of the batch size {data.batch_size}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    data = DataConfig(
-        **{**data.__dict__, "endless": False, "augment": False, "image_size": model.image_size}
-    )
+    data = DataConfig(**{**data.__dict__, "endless": False, "augment": False, "image_size": model.image_size})
     loader = build_loader(data)
     settings = {
         "format": FORMAT,

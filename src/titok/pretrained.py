@@ -34,6 +34,11 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 VQGAN_REPO, VQGAN_FILE = "fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin"
 
 
+def builtin_generators_dir() -> Path:
+    """Folder of the generators shipped with the package (``<name>/`` in the save_pretrained format)."""
+    return Path(__file__).resolve().parent / "assets" / "generators"
+
+
 def builtin_models_dir() -> Path:
     """Folder of the models shipped inside the package (one sub-folder per name)."""
     return Path(__file__).resolve().parent / "assets" / "models"

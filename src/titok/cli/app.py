@@ -22,7 +22,8 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from titok.cli import catalog, demo, inference, pretokenize
+    from titok.cli import catalog, demo, generate, inference, pretokenize
+    from titok.cli.evaluate import bench, eval_app
 
     app.command("demo")(demo.demo)
     app.command("presets")(catalog.presets)
@@ -30,6 +31,12 @@ def _register() -> None:
     app.command("tokenize")(inference.tokenize)
     app.command("reconstruct")(inference.reconstruct)
     app.command("pretokenize")(pretokenize.pretokenize)
+    app.command("generate")(generate.generate)
+    app.add_typer(eval_app, name="eval")
+    app.command("bench")(bench)
+    from titok.cli.reproduce import reproduce
+
+    app.command("reproduce")(reproduce)
     try:
         from titok.cli_train import app as train_app
     except ImportError:  # training extras not installed

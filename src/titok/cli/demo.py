@@ -1,4 +1,8 @@
-"""``titok demo``: the README's main command, run offline on the built-in default model."""
+"""``titok demo``: the README's main command, run offline on the built-in default models.
+
+Reconstructs sample images with the default tokenizer and, when the built-in generator is
+installed, generates a grid with one row per class.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,15 @@ from typing import Annotated
 
 import typer
 
+from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
 from titok.errors import DataError
+from titok.pretrained import builtin_generators_dir
 from titok.samples import default_sample_data, extract_samples
+
+
+def builtin_generator_installed() -> bool:
+    return (builtin_generators_dir() / "imagenette64").is_dir()
 
 
 def demo(
@@ -24,6 +34,9 @@ def demo(
     ] = None,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of sample images.")] = 8,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Tokenizer (default: built-in).")] = None,
+    per_class: Annotated[
+        int, typer.Option("--per-class", min=0, help="Generated images per class (0: no generation).")
+    ] = 4,
 ) -> None:
     """Reconstruct sample images with the default model and write the results under OUTPUT."""
     source = data or default_sample_data()
@@ -35,3 +48,9 @@ def demo(
     inputs = extract_samples(source, output / "inputs", count)
     typer.echo(f"sample images: {len(inputs)} from {source}")
     reconstruct(inputs, output=output / "reconstructions", model=model)
+    if per_class == 0:
+        return
+    if model is not None or not builtin_generator_installed():
+        typer.echo("generation skipped: the built-in generator is not installed (or --model was given)")
+        return
+    generate(classes=None, num=per_class, output=output / "generated", model=None, tokenizer=None)

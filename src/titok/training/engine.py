@@ -506,5 +506,6 @@ class Engine:
 
 
 def train(task: Task, resume: bool = False, output_dir: str | Path | None = None) -> TrainResult:
-    """Run ``task`` with a fresh :class:`Engine`."""
-    return Engine(task, resume=resume, output_dir=output_dir).run()
+    """Run ``task`` with a fresh engine (the task's ``engine_class`` if it has one, else :class:`Engine`)."""
+    engine_class = getattr(task, "engine_class", Engine)
+    return engine_class(task, resume=resume, output_dir=output_dir).run()

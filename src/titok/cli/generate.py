@@ -1,0 +1,164 @@
+"""``titok generate``: class-conditional images from a generator and its tokenizer.
+
+Classes are ids or names from the generator's own class list (``class_names`` of its config;
+ImageNet-1k's for 1000-class models without one). The tokenizer is ``--tokenizer``, else the
+one the generator's config names (a relative path is also looked up beside the generator
+folder), else the tokenizer preset of the same name (``titok-l32`` decodes ``titok-l32``).
+Output: one PNG per image, ``<label>_<class>_<i>.png``, and ``grid.png`` with one row per class.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from tqdm import tqdm
+
+from titok.class_names import imagenet_classes, resolve_class
+from titok.cli.options import DeviceOpt, DtypeOpt, parse_device, parse_dtype
+from titok.errors import TitokError
+from titok.images import tensor_to_pil
+from titok.models.generator import Generator
+from titok.models.presets import tokenizer_presets
+from titok.pretrained import builtin_generators_dir, load_tokenizer
+
+DEFAULT_GENERATOR = "imagenette64"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.split(",")[0].lower()).strip("-") or "class"
+
+
+def make_grid(images: torch.Tensor, rows: int) -> torch.Tensor:
+    """Images (N, 3, H, W) -> one grid image (3, rows*H, cols*W), row-major, black padding."""
+    n, c, h, w = images.shape
+    cols = -(-n // rows)
+    grid = torch.zeros(c, rows * h, cols * w)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[:, r * h : (r + 1) * h, col * w : (col + 1) * w] = img
+    return grid
+
+
+def class_list_of(generator: Generator) -> list[str]:
+    """The generator's own class names if it has them, else ImageNet-1k's (1000 classes)."""
+    names = generator.config.class_names
+    if names:
+        return list(names)
+    if generator.config.num_classes == 1000:
+        return imagenet_classes()
+    return [str(i) for i in range(generator.config.num_classes)]
+
+
+def check_sampling_options(steps: int | None, guidance: float | None, temperature: float | None) -> None:
+    """Refuse impossible sampling options before any model is loaded."""
+    if steps is not None and steps < 1:
+        raise TitokError(f"--steps must be >= 1, got {steps}")
+    if guidance is not None and not guidance >= 0:
+        raise TitokError(f"--guidance must be >= 0 (0: the plain conditional model), got {guidance}")
+    if temperature is not None and not temperature >= 0:
+        raise TitokError(f"--temperature must be >= 0, got {temperature}")
+
+
+def tokenizer_spec(generator_spec: str, generator: Generator, tokenizer: str | None) -> str:
+    """The tokenizer to decode with (see the module docstring for the order)."""
+    spec = tokenizer or generator.config.tokenizer
+    if spec is None:
+        if generator_spec in tokenizer_presets():
+            return generator_spec
+        raise TitokError(f"{generator_spec}: does not name its tokenizer; pass --tokenizer")
+    beside = Path(generator_spec) / spec
+    if tokenizer is None and not Path(spec).exists() and Path(generator_spec).is_dir() and beside.exists():
+        return str(beside)
+    return spec
+
+
+def generate(
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class", "-c", help="Class id or name (repeatable); default: every class of a small model."
+        ),
+    ] = None,
+    num: Annotated[int, typer.Option("-n", "--num", min=1, help="Images per class.")] = 4,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("generated"),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Generator: preset, hub id or folder.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option("--tokenizer", help="Tokenizer to decode with (default: the generator's).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Decoding steps (default: the model's).")
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option("--guidance", help="Classifier-free guidance scale.")
+    ] = None,
+    guidance_schedule: Annotated[
+        str | None, typer.Option("--guidance-schedule", help="constant, linear or power-cosine.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Randomize temperature.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same images).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 16,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Generate images per class; write PNGs and a grid (one row per class).
+
+    Guidance 0 samples the plain conditional model; larger values push samples away from the
+    unconditional ("no class") model (classifier-free guidance, as published).
+    """
+    check_sampling_options(steps, guidance, temperature)
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    spec = model or DEFAULT_GENERATOR
+    if model is None and not (builtin_generators_dir() / DEFAULT_GENERATOR).is_dir():
+        raise TitokError("no built-in generator is installed: pass --model (e.g. titok-l32) and --tokenizer")
+    gen = Generator.from_pretrained(spec).to(dev)
+    gen.config.sampling_settings(
+        num_steps=steps,
+        guidance_scale=guidance,
+        guidance_schedule=guidance_schedule,
+        randomize_temperature=temperature,
+    )  # a bad --guidance-schedule fails here, before the tokenizer is loaded
+    names = class_list_of(gen)
+    if classes:
+        labels = [resolve_class(c, names) for c in classes]
+    elif len(names) <= 100:
+        labels = list(range(len(names)))
+    else:
+        raise TitokError(f"pass --class (this model has {len(names)} classes)")
+    tok_spec = tokenizer_spec(spec, gen, tokenizer)
+    tok = load_tokenizer(tok_spec).to(dev)
+    if tok.config.codebook_size != gen.config.codebook_size or tok.num_tokens != gen.config.seq_len:
+        raise TitokError(
+            f"tokenizer {tok_spec} ({tok.num_tokens} tokens, {tok.config.codebook_size} codes) does not fit "
+            f"generator {spec} ({gen.config.seq_len} tokens, {gen.config.codebook_size} codes)"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    all_labels = [y for y in labels for _ in range(num)]
+    rng = torch.Generator(device=dev)
+    rng.manual_seed(seed)
+    images = []
+    with tqdm(total=len(all_labels), desc="generate", unit="img", file=sys.stderr) as bar:
+        for start in range(0, len(all_labels), batch_size):
+            chunk = all_labels[start : start + batch_size]
+            with torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32):
+                tokens = gen.generate(
+                    chunk,
+                    num_steps=steps,
+                    guidance_scale=guidance,
+                    guidance_schedule=guidance_schedule,
+                    randomize_temperature=temperature,
+                    generator=rng,
+                )
+            images.append(tok.decode(tokens, dtype=dt).cpu())
+            bar.update(len(chunk))
+    images_t = torch.cat(images)
+    for i, (label, img) in enumerate(zip(all_labels, images_t, strict=True)):
+        tensor_to_pil(img).save(output / f"{label:04d}_{_slug(names[label])}_{i % num:03d}.png")
+    tensor_to_pil(make_grid(images_t, rows=len(labels))).save(output / "grid.png")
+    typer.echo(f"wrote {len(all_labels)} images and grid.png ({len(labels)} rows) to {output}")

@@ -1,0 +1,240 @@
+"""``titok generate`` end to end on the CPU with local folders, its input errors, the model's own
+class names, and the guidance semantics (labels=None: unconditional; guidance 0: conditional)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from titok import Generator, GeneratorConfig, TiTok
+from titok.cli import main
+from titok.errors import ConfigError, TitokError
+from titok.sampling import confidence_decode
+
+IMAGENETTE = [
+    "tench",
+    "English springer",
+    "cassette player",
+    "chain saw",
+    "church",
+    "French horn",
+    "garbage truck",
+    "gas pump",
+    "golf ball",
+    "parachute",
+]
+
+
+def tiny_generator(**kw) -> Generator:
+    torch.manual_seed(0)
+    return Generator.from_preset(
+        "tiny", codebook_size=1024, seq_len=16, num_classes=10, dropout=0.0, attn_dropout=0.0, **kw
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A fresh 32 px tokenizer, a generator naming it (absolute path) and one without a tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    TiTok.from_preset("titok-tiny-32").eval().save_pretrained(root / "tok")
+    tiny_generator(class_names=IMAGENETTE, tokenizer=str(root / "tok"), num_steps=4).save_pretrained(
+        root / "gen"
+    )
+    tiny_generator().save_pretrained(root / "bare")
+    return {"root": root, "tok": root / "tok", "gen": root / "gen", "bare": root / "bare"}
+
+
+def run(args: list[str], capsys) -> tuple[int, str]:
+    code = main(["generate", *args])
+    return code, capsys.readouterr().err
+
+
+def test_generate_writes_pngs_and_grid(models, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run(["-m", str(models["gen"]), "-c", "tench", "-c", "3", "-n", "2", "-o", str(out)], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == [
+        "0000_tench_000.png",
+        "0000_tench_001.png",
+        "0003_chain-saw_000.png",
+        "0003_chain-saw_001.png",
+        "grid.png",
+    ]
+    assert Image.open(out / "0000_tench_000.png").size == (32, 32)
+    assert Image.open(out / "grid.png").size == (64, 64)  # 2 classes (rows) x 2 images
+    # Same seed, same images; a different seed gives different ones.
+    again, other = tmp_path / "again", tmp_path / "other"
+    assert (
+        run(["-m", str(models["gen"]), "-c", "tench", "-c", "3", "-n", "2", "-o", str(again)], capsys)[0] == 0
+    )
+    assert (out / "grid.png").read_bytes() == (again / "grid.png").read_bytes()
+    code, _ = run(
+        ["-m", str(models["gen"]), "-c", "0", "-c", "3", "-n", "2", "-o", str(other), "--seed", "5"], capsys
+    )
+    assert code == 0 and (out / "grid.png").read_bytes() != (other / "grid.png").read_bytes()
+
+
+def test_every_class_of_the_models_own_list_and_bf16(models, tmp_path, capsys):
+    out = tmp_path / "all"
+    code, err = run(
+        ["-m", str(models["gen"]), "-n", "1", "-o", str(out), "--dtype", "bfloat16", "-b", "4"], capsys
+    )
+    assert code == 0, err
+    names = sorted(p.name for p in out.glob("0*.png"))
+    assert (
+        len(names) == 10
+        and names[9] == "0009_parachute_000.png"
+        and names[1] == "0001_english-springer_000.png"
+    )
+    assert Image.open(out / "grid.png").size == (32, 320)
+
+
+def test_explicit_tokenizer_and_relative_tokenizer_beside_the_generator(models, tmp_path, capsys):
+    code, err = run(["-m", str(models["bare"]), "-c", "7", "-n", "1", "-o", str(tmp_path / "a")], capsys)
+    assert code == 2 and "does not name its tokenizer; pass --tokenizer" in err
+    code, err = run(
+        [
+            "-m",
+            str(models["bare"]),
+            "--tokenizer",
+            str(models["tok"]),
+            "-c",
+            "7",
+            "-n",
+            "1",
+            "-o",
+            str(tmp_path / "a"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert (tmp_path / "a" / "0007_7_000.png").is_file()
+    folder = tmp_path / "gen-with-tok"
+    tiny_generator(tokenizer="tok").save_pretrained(folder)
+    TiTok.from_pretrained(models["tok"]).save_pretrained(folder / "tok")
+    code, err = run(["-m", str(folder), "-c", "1", "-n", "1", "-o", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-c", "tench fish"], "unknown class name 'tench fish'; close matches: 'tench' (0)"),
+        (["-c", "parashute"], "close matches: 'parachute' (9)"),
+        (["-c", "10"], r"class id 10 out of range: there are 10 classes (0..9)"),
+        (["-c", "golden retriever"], "unknown class name 'golden retriever'"),  # not in this model's list
+        (["--guidance", "-1"], "--guidance must be >= 0"),
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--temperature", "-0.5"], "--temperature must be >= 0"),
+        (
+            ["--guidance-schedule", "cosine"],
+            "guidance_schedule must be one of constant, linear, power-cosine",
+        ),
+        (["--dtype", "float16"], "--dtype: expected float32 or bfloat16"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(models, tmp_path, capsys, args, message):
+    code, err = run(["-m", str(models["gen"]), "-o", str(tmp_path / "x"), "-n", "1", *args], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_tokenizer_that_does_not_fit(models, tmp_path, capsys):
+    other = tmp_path / "tok64"
+    TiTok.from_preset("titok-tiny-64").save_pretrained(other)
+    code, err = run(
+        ["-m", str(models["gen"]), "--tokenizer", str(other), "-c", "1", "-o", str(tmp_path / "y")], capsys
+    )
+    assert code == 2 and "does not fit generator" in err
+
+
+def test_class_names_and_tokenizer_are_saved_and_checked(models, tmp_path):
+    loaded = Generator.from_pretrained(models["gen"])
+    assert loaded.config.class_names == IMAGENETTE and loaded.config.tokenizer == str(models["tok"])
+    saved = json.loads((models["gen"] / "config.json").read_text())["config"]
+    assert saved["class_names"][9] == "parachute"
+    # Configs written before these fields existed still load (they default to None).
+    legacy = tmp_path / "legacy"
+    tiny_generator().save_pretrained(legacy)
+    meta = json.loads((legacy / "config.json").read_text())
+    del meta["config"]["class_names"], meta["config"]["tokenizer"]
+    (legacy / "config.json").write_text(json.dumps(meta))
+    assert Generator.from_pretrained(legacy).config.class_names is None
+    with pytest.raises(ConfigError, match="class_names has 2 names but num_classes is 10"):
+        tiny_generator(class_names=["a", "b"])
+    with pytest.raises(ConfigError, match="tokenizer must be a non-empty string"):
+        tiny_generator(tokenizer="")
+    assert GeneratorConfig().class_names is None and GeneratorConfig().tokenizer is None
+
+
+# -- guidance semantics --------------------------------------------------------------------------------
+
+
+class Spy:
+    """Wraps ``masked_logits`` and records the condition tokens of every pass."""
+
+    def __init__(self, model: Generator) -> None:
+        self.model = model
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, ids: torch.Tensor, class_tokens: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        self.seen.append(class_tokens.clone())
+        return self.model.masked_logits(ids, class_tokens, where)
+
+
+def decode_with(
+    model: Generator, class_tokens: torch.Tensor, seed: int, **settings
+) -> tuple[torch.Tensor, Spy]:
+    spy = Spy(model)
+    rng = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        tokens = confidence_decode(
+            spy,
+            class_tokens,
+            model.no_class_token_id,
+            model.config.seq_len,
+            model.mask_token_id,
+            model.config.sampling_settings(**settings),
+            generator=rng,
+        )
+    return tokens, spy
+
+
+def test_labels_none_is_the_pure_unconditional_model():
+    model = tiny_generator()
+    got = model.generate(None, num_samples=3, seed=7, guidance_scale=4.0)  # guidance is moot without labels
+    uncond = torch.full((3,), model.no_class_token_id)
+    want, spy = decode_with(model, uncond, 7, guidance_scale=0.0, guidance_schedule="constant")
+    assert torch.equal(got, want)
+    assert all(bool((seen == model.no_class_token_id).all()) for seen in spy.seen)
+    assert not torch.equal(got, model.generate([0, 1, 2], seed=7, guidance_scale=0.0))
+    with pytest.raises(TitokError, match="needs num_samples >= 1"):
+        model.generate(None)
+    with pytest.raises(TitokError, match="only for unconditional"):
+        model.generate([1], num_samples=2)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_guidance_zero_is_the_pure_conditional_model(schedule):
+    model = tiny_generator()
+    labels = [3, 4, 5]
+    got = model.generate(labels, seed=11, guidance_scale=0.0, guidance_schedule=schedule)
+    cond = torch.tensor(labels) + model.config.codebook_size + 1
+    want, spy = decode_with(model, cond, 11, guidance_scale=0.0, guidance_schedule=schedule)
+    assert torch.equal(got, want)
+    assert all(not bool((seen == model.no_class_token_id).any()) for seen in spy.seen)  # never unconditional
+    with torch.no_grad():  # make the class tokens matter, so that guidance changes the argmax
+        model.model.embeddings.word_embeddings.weight[model.config.codebook_size + 1 :] *= 20
+    plain = model.generate(labels, seed=11, guidance_scale=0.0, randomize_temperature=0.0)
+    guided = model.generate(
+        labels, seed=11, guidance_scale=5.0, guidance_schedule="constant", randomize_temperature=0.0
+    )
+    assert not torch.equal(plain, guided)

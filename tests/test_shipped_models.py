@@ -1,0 +1,73 @@
+"""The built-in imagenette64 tokenizer and generator: offline loading, the PSNR their report states, demo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import titok
+from titok.cli import main
+from titok.evaluation.reconstruction import DataSplit, split_batches
+from titok.metrics import psnr
+from titok.pretrained import builtin_generators_dir, builtin_models_dir
+
+TOKENIZER = builtin_models_dir() / "imagenette64"
+GENERATOR = builtin_generators_dir() / "imagenette64"
+
+pytestmark = pytest.mark.skipif(
+    not (TOKENIZER / "config.json").is_file(), reason="the built-in imagenette64 models are not installed"
+)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_shipped_files_are_small_and_half_precision() -> None:
+    size = sum(f.stat().st_size for d in (TOKENIZER, GENERATOR) for f in d.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MB"
+    from safetensors import safe_open
+
+    for folder in (TOKENIZER, GENERATOR):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+        assert "F32" not in dtypes and "F16" in dtypes, (folder, dtypes)
+
+
+def test_tokenizer_reconstructs_held_out_images_to_the_reported_psnr(imagenette) -> None:
+    source = json.loads((TOKENIZER / "source.json").read_text())
+    model = titok.TiTok.from_pretrained("imagenette64")
+    assert next(model.parameters()).dtype == torch.float32
+    split = DataSplit(str(imagenette), "val", 500, 0, int(source["num_heldout_images"]))
+    values = []
+    for batch in split_batches(split, model.config.image_size, 100, progress=False):
+        values.append(psnr(model.reconstruct(batch["image"]), batch["image"]))
+    measured = float(torch.cat(values).mean())
+    assert measured >= source["heldout_psnr_float32"] - 0.5, (measured, source["heldout_psnr_float32"])
+
+
+def test_generator_loads_offline_and_matches_its_tokenizer() -> None:
+    gen = titok.Generator.from_pretrained("imagenette64")
+    tok = titok.TiTok.from_pretrained("imagenette64")
+    assert gen.config.seq_len == tok.num_tokens and gen.config.codebook_size == tok.config.codebook_size
+    assert gen.config.class_names is not None and len(gen.config.class_names) == 10
+    tokens = gen.generate(torch.tensor([0, 9]), seed=0)
+    assert tokens.shape == (2, tok.num_tokens)
+    assert torch.equal(tokens, gen.generate(torch.tensor([0, 9]), seed=0))
+
+
+def test_demo_reconstructs_and_generates_a_grid_per_class(tmp_path, imagenette) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--data", str(imagenette), "-n", "2", "--per-class", "1"]) == 0
+    assert len(list((out / "reconstructions").glob("*.png"))) == 2
+    grid = out / "generated" / "grid.png"
+    assert grid.is_file()
+    from PIL import Image
+
+    assert Image.open(grid).size == (64, 10 * 64)
