@@ -86,7 +86,14 @@ def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
     report = mismatch_report(expected, got)
     if report is not None:
         raise CheckpointError(f"{source}: weights do not match the model: {report}")
-    module.load_state_dict(dict(state_dict), strict=True, assign=_is_meta(module))
+    if _is_meta(module):
+        # Assigned tensors become the parameters: give them the module's dtypes (weights may be
+        # stored in half precision).
+        dtypes = {k: v.dtype for k, v in module.state_dict().items()}
+        state = {k: v.to(dtypes[k]) if v.is_floating_point() else v for k, v in state_dict.items()}
+        module.load_state_dict(state, strict=True, assign=True)
+    else:
+        module.load_state_dict(dict(state_dict), strict=True)
 
 
 def _is_meta(module: torch.nn.Module) -> bool:
