@@ -33,9 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 from titok import Generator, TiTok  # noqa: E402
 from titok.models.generator import GeneratorConfig  # noqa: E402
+from titok.models.grid_tokenizer import GridTokenizer  # noqa: E402
+from titok.models.vqgan import VQGAN  # noqa: E402
 from titok.sampling import guidance_scale_at, tokens_to_remask  # noqa: E402
 
-SIZES = {"l32": "titok-l32", "b64": "titok-b64", "s128": "titok-s128"}
+SIZES = {"l32": "titok-l32", "b64": "titok-b64", "s128": "titok-s128", "2d256": "titok-l32"}
+#: "2d256": the L-32 generator and sampling settings over a 256-token sequence of 1024 codes,
+#: decoded by the MaskGIT-VQGAN (16 x 16 codes): the 2D case the paper compares with.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -69,8 +73,12 @@ def generation_flops(model: Generator, batch: int) -> float:
 def time_case(size: str, dtype: str, batch: int, runs: int) -> dict:
     preset, dt = SIZES[size], DTYPES[dtype]
     torch.manual_seed(0)
-    generator = Generator.from_preset(preset).eval()
-    tokenizer = TiTok.from_preset(preset).eval()
+    if size == "2d256":
+        generator = Generator.from_preset(preset, seq_len=256, codebook_size=1024).eval()
+        tokenizer = GridTokenizer(VQGAN(), 256).eval()
+    else:
+        generator = Generator.from_preset(preset).eval()
+        tokenizer = TiTok.from_preset(preset).eval()
     c = generator.config
     labels = [(i * 125 + 7) % c.num_classes for i in range(batch)]
     autocast = torch.autocast("cpu", dtype=dt, enabled=dt != torch.float32)
@@ -94,6 +102,7 @@ def time_case(size: str, dtype: str, batch: int, runs: int) -> dict:
     gen_s, dec_s = statistics.median(gen_times), statistics.median(dec_times)
     return {
         "generator": f"{c.arch} {c.hidden_size}x{c.depth}, {sum(p.numel() for p in generator.parameters()) / 1e6:.0f}M",
+        "tokenizer": "MaskGIT-VQGAN (2D, 16x16)" if size == "2d256" else preset,
         "tokenizer_params_M": round(sum(p.numel() for p in tokenizer.parameters()) / 1e6),
         "seq_len": c.seq_len,
         "sampling": f"{c.num_steps} steps, {c.guidance_schedule} guidance {c.guidance_scale}",
@@ -132,6 +141,19 @@ def main() -> None:
     for size in args.sizes:
         for dtype in args.dtypes:
             cases[f"{size} {dtype}"] = time_case(size, dtype, args.batch, args.runs)
+            path = write_results("generation", payload)
+    for dtype in args.dtypes:
+        one_d, two_d = cases.get(f"l32 {dtype}"), cases.get(f"2d256 {dtype}")
+        if one_d and two_d:
+            payload[f"speedup_1d32_over_2d256 {dtype}"] = {
+                "tokens_only": round(
+                    one_d["tokens_only_images_per_s"] / two_d["tokens_only_images_per_s"], 2
+                ),
+                "with_decoding": round(one_d["images_per_s"] / two_d["images_per_s"], 2),
+            }
+            print(
+                f"{dtype}: 32 1D tokens vs 256 2D tokens, images/s ratio {payload[f'speedup_1d32_over_2d256 {dtype}']}"
+            )
             path = write_results("generation", payload)
     for name, r in cases.items():
         print(
