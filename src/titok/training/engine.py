@@ -196,16 +196,12 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = t.enable_tf32
             torch.backends.cudnn.allow_tf32 = t.enable_tf32
         self._check_output_dir()
-
-        try:  # fail fast on a wrong data path, before building models
-            resolve_source(recipe.data.train)
-        except DataError as exc:
-            raise DataError(f"{recipe.source}: data.train: {exc}") from None
+        self._check_data()
         set_seed(t.seed)  # the same initial weights on every process
         self.modules = self.task.build(acc)
         if "model" not in self.modules:
             raise ValueError(f"task {self.task.mode!r} built no 'model' module")
-        self.loader = build_loader(self._data_config(), rank=acc.process_index, world_size=acc.num_processes)
+        self.loader = self._make_loader()
 
         specs = self.task.optimizers()
         trained = {s.module for s in specs}
@@ -250,6 +246,18 @@ class Engine:
                 yaml.safe_dump(self.recipe.to_dict(), sort_keys=False)
             )
         self.accelerator.wait_for_everyone()
+
+    def _check_data(self) -> None:
+        """Fail fast on a wrong data path, before building models."""
+        try:
+            resolve_source(self.recipe.data.train)
+        except DataError as exc:
+            raise DataError(f"{self.recipe.source}: data.train: {exc}") from None
+
+    def _make_loader(self) -> StreamLoader:
+        """This process's endless training batches (called after the task built its modules)."""
+        acc = self.accelerator
+        return build_loader(self._data_config(), rank=acc.process_index, world_size=acc.num_processes)
 
     def _data_config(self) -> DataConfig:
         d, t = self.recipe.data, self.recipe.training

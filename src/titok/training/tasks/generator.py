@@ -42,8 +42,7 @@ from titok.models.titok import TiTok
 from titok.pretokenize import TokenDataset, load_tokens
 from titok.sampling import random_masking
 from titok.training.config import GENERATOR_LOSS_KEYS, DataSection, Recipe
-from titok.training.ema import EMA
-from titok.training.engine import Engine, TrainResult, _make_accelerator, _Optimizer, parameter_groups
+from titok.training.engine import Engine, TrainResult
 from titok.training.monitor import Monitor
 from titok.training.task import StepContext, Task
 from titok.training.token_loader import TokenLoader
@@ -277,42 +276,11 @@ class GeneratorEngine(Engine):
             raise TypeError("GeneratorEngine runs a GeneratorTask")
         super().__init__(task, resume=resume, output_dir=output_dir)
 
-    def _setup(self) -> None:  # the engine's setup with the token loader in place of the image loader
-        from accelerate.utils import set_seed
+    def _check_data(self) -> None:  # the token folder is read (and checked) by the task's build()
+        pass
 
-        recipe, t = self.recipe, self.recipe.training
-        self.accelerator = acc = _make_accelerator(recipe)
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = t.enable_tf32
-            torch.backends.cudnn.allow_tf32 = t.enable_tf32
-        self._check_output_dir()
-        set_seed(t.seed)  # the same initial weights on every process
-        self.modules = self.task.build(acc)
-        self.loader = self.task.loader(acc.process_index, acc.num_processes)  # type: ignore[assignment]
-
-        specs = self.task.optimizers()
-        opt_cfg = recipe.optimizer
-        raw_optimizers = [
-            torch.optim.AdamW(
-                parameter_groups(self.modules[spec.module], opt_cfg.weight_decay),
-                lr=spec.learning_rate,
-                betas=(opt_cfg.beta1, opt_cfg.beta2),
-                eps=opt_cfg.epsilon,
-            )
-            for spec in specs
-        ]
-        names = sorted({s.module for s in specs})
-        prepared = acc.prepare(*[self.modules[n] for n in names], *raw_optimizers)
-        prepared = prepared if isinstance(prepared, tuple | list) else (prepared,)
-        self.prepared = dict(zip(names, prepared[: len(names)], strict=True))
-        for spec, opt in zip(specs, prepared[len(names) :], strict=True):
-            params = [p for g in opt.param_groups for p in g["params"]]
-            self.optimizers[spec.name] = _Optimizer(spec, opt, self._scheduler(opt, spec), params)
-        if t.use_ema:
-            self.ema = EMA(self.modules["model"], decay=t.ema_decay)
-        set_seed(t.seed, device_specific=True)  # distinct noise per process from here on
-        if self.resume:
-            self._load_latest()
+    def _make_loader(self) -> TokenLoader:  # type: ignore[override]
+        return self.task.loader(self.accelerator.process_index, self.accelerator.num_processes)
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         assert self.loader is not None
