@@ -11,22 +11,12 @@ import torch
 from PIL import Image
 
 from titok import Generator, GeneratorConfig, TiTok
+from titok.class_names import IMAGENETTE_CLASSES
 from titok.cli import main
 from titok.errors import ConfigError, TitokError
 from titok.sampling import confidence_decode
 
-IMAGENETTE = [
-    "tench",
-    "English springer",
-    "cassette player",
-    "chain saw",
-    "church",
-    "French horn",
-    "garbage truck",
-    "gas pump",
-    "golf ball",
-    "parachute",
-]
+IMAGENETTE = list(IMAGENETTE_CLASSES)
 
 
 def tiny_generator(**kw) -> Generator:

@@ -16,6 +16,20 @@ from titok.errors import TitokError
 
 _CLASSES_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.json"
 
+#: The 10 Imagenette classes in the label order of its shards (short ImageNet names).
+IMAGENETTE_CLASSES = (
+    "tench",
+    "English springer",
+    "cassette player",
+    "chain saw",
+    "church",
+    "French horn",
+    "garbage truck",
+    "gas pump",
+    "golf ball",
+    "parachute",
+)
+
 
 @cache
 def _imagenet_classes() -> tuple[str, ...]:

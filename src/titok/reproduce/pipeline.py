@@ -30,25 +30,14 @@ from typing import Any
 
 import torch
 
+from titok.class_names import IMAGENETTE_CLASSES
 from titok.errors import ConfigError
 from titok.evaluation.reconstruction import DataSplit
 from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.recipes import generator_recipe, stage1_recipe, stage2_recipe, vqgan_recipe
+from titok.training.config import Recipe
 
 logger = logging.getLogger("titok.reproduce")
-
-IMAGENETTE_CLASSES = [
-    "tench",
-    "English springer",
-    "cassette player",
-    "chain saw",
-    "church",
-    "French horn",
-    "garbage truck",
-    "gas pump",
-    "golf ball",
-    "parachute",
-]
 
 
 def default_data() -> str:
@@ -161,10 +150,12 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------- stages
-def _train(recipe, resume_dir: Path) -> dict[str, Any]:
+def _train(recipe: Recipe) -> dict[str, Any]:
+    """Train ``recipe`` into its output folder, resuming from the folder's last checkpoint if any."""
     from titok.training import make_task, train
+    from titok.training.checkpointing import latest_checkpoint
 
-    resume = any(resume_dir.glob("checkpoint-*"))
+    resume = latest_checkpoint(recipe.experiment.output_dir) is not None
     result = train(make_task(recipe), resume=resume)
     return {"steps": result.step, "skipped": dict(result.skipped)}
 
@@ -274,20 +265,15 @@ def stage_tokens(run: Run, which: str) -> dict[str, Any]:
 
 
 def stage_generator(run: Run, which: str) -> dict[str, Any]:
-    from titok.training.tasks.generator import run_generator_training
-
     tokenizer = run.state["stages"][f"tokens-{which}"]["tokenizer"]
     recipe = generator_recipe(
         run.budget,
         run.path(f"tokens-{which}"),
         run.path(f"generator-{which}"),
         str(run.tokenizer_dir(tokenizer)) if which == "1d" else None,
-        IMAGENETTE_CLASSES,
+        len(IMAGENETTE_CLASSES),
     )
-    out = run.path(f"generator-{which}")
-    resume = any(out.glob("checkpoint-*"))
-    result = run_generator_training(recipe, resume=resume)
-    return {"steps": result.step, "tokenizer": tokenizer}
+    return {**_train(recipe), "tokenizer": tokenizer}
 
 
 def stage_eval_generation(run: Run) -> dict[str, Any]:
@@ -340,16 +326,14 @@ def reproduce_imagenette64(output: str | Path, budget: Budget, data: str | None 
     run.stage("classifier", lambda: stage_classifier(run))
     for f in (8, 16):
         out = run.path(f"vqgan-f{f}")
-        run.stage(f"vqgan-f{f}", lambda f=f, out=out: _train(vqgan_recipe(b, run.data, f, out), out))
+        run.stage(f"vqgan-f{f}", lambda f=f, out=out: _train(vqgan_recipe(b, run.data, f, out)))
     teacher = run.path("vqgan-f8", "export")
     for k in b.token_counts:
         s1, s2 = run.path(f"titok-k{k}-stage1"), run.path(f"titok-k{k}-stage2")
-        run.stage(
-            f"titok-k{k}-stage1", lambda k=k, s1=s1: _train(stage1_recipe(b, run.data, k, teacher, s1), s1)
-        )
+        run.stage(f"titok-k{k}-stage1", lambda k=k, s1=s1: _train(stage1_recipe(b, run.data, k, teacher, s1)))
         run.stage(
             f"titok-k{k}-stage2",
-            lambda s1=s1, s2=s2: _train(stage2_recipe(b, run.data, s1 / "export", teacher, s2), s2),
+            lambda s1=s1, s2=s2: _train(stage2_recipe(b, run.data, s1 / "export", teacher, s2)),
         )
     run.stage("eval-reconstruction", lambda: stage_eval_reconstruction(run))
     run.stage("eval-probe", lambda: stage_eval_probe(run))

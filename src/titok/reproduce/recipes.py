@@ -107,13 +107,13 @@ def stage2_recipe(budget: Budget, data: str, stage1: Path, teacher: Path, output
 
 
 def generator_recipe(
-    budget: Budget, tokens: Path, output: Path, tokenizer: str | None, class_names: list[str]
+    budget: Budget, tokens: Path, output: Path, tokenizer: str | None, num_classes: int
 ) -> Recipe:
-    """A MaskGIT generator on a pretokenized folder."""
+    """A MaskGIT generator on a pretokenized folder (class names from the ``tiny_generator`` recipe)."""
     steps = budget.generator_steps
     overrides = [
         *GENERATOR_MODEL,
-        f"model.num_classes={len(class_names)}",
+        f"model.num_classes={num_classes}",
         f"data.train={tokens}",
         f"training.batch_size={budget.generator_batch}",
         f"training.max_train_steps={steps}",
