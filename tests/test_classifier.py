@@ -27,14 +27,6 @@ from titok.metrics import FeatureNetwork
 from titok.models.classifier import Classifier, ClassifierConfig, load_classifier
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> ClassifierConfig:
     return ClassifierConfig(
         **{"name": "test32-resnet", "image_size": 32, "widths": (8, 16), "num_classes": 10, **overrides}

@@ -41,15 +41,6 @@ NUM_IMAGES = 48
 HOLDOUT = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: far faster than two when the CPU is shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory, imagenette: Path) -> Path:
     """The first 48 labelled Imagenette samples as one WebDataset shard."""

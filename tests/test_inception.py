@@ -34,15 +34,6 @@ from titok.metrics.inception import (
 EXPECTED_PARAMETERS = 23_834_568 + 8 * 2049
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: multi-threaded LAPACK crawls when the CPU is shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def random_inception() -> FIDInceptionV3:
     """The network with He-initialised convolutions, so random activations stay O(1)."""

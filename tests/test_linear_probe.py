@@ -8,15 +8,6 @@ import torch
 from titok.evaluation import LinearProbeConfig, linear_probe, pool_tokens
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny ops are much slower with two threads on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _blobs(n_per_class: int, seed: int, classes: int = 4, dim: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
     """Well-separated Gaussian blobs with a large, uninformative offset and scale per dimension."""
     gen = torch.Generator().manual_seed(seed)

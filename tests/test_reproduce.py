@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from titok.errors import ConfigError
 from titok.reproduce import get_budget, reproduce_imagenette64
@@ -23,7 +22,6 @@ SECTIONS = (
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, imagenette) -> Path:
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reproduce") / "run"
     lines: list[str] = []
     reproduce_imagenette64(out, get_budget("tiny"), str(imagenette), echo=lines.append)

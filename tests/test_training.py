@@ -12,7 +12,6 @@ import json
 import logging
 import statistics
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ FAST = [
     "lr_scheduler.warmup_steps=2",
     "losses.discriminator_start=1000",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: tiny models run as fast, and far steadier on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _copy_samples(source: Path, n: int) -> list[tuple[str, bytes]]:
