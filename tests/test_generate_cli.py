@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -228,3 +229,24 @@ def test_guidance_zero_is_the_pure_conditional_model(schedule):
         labels, seed=11, guidance_scale=5.0, guidance_schedule="constant", randomize_temperature=0.0
     )
     assert not torch.equal(plain, guided)
+
+
+def test_unconditional_flag_samples_the_no_class_model(models, tmp_path, capsys):
+    out = tmp_path / "uncond"
+    code, err = run(
+        ["-m", str(models["gen"]), "--unconditional", "-n", "3", "-b", "2", "-o", str(out)], capsys
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "grid.png",
+        "unconditional_000.png",
+        "unconditional_001.png",
+        "unconditional_002.png",
+    ]
+    gen = Generator.from_pretrained(models["gen"])
+    tokens = gen.generate(None, num_samples=2, generator=torch.Generator().manual_seed(0))
+    image = TiTok.from_pretrained(models["tok"]).decode(tokens)[0]
+    saved = torch.from_numpy(np.array(Image.open(out / "unconditional_000.png"))).float()
+    assert torch.allclose(saved.permute(2, 0, 1) / 255, image, atol=1 / 255 + 1e-6)
+    code, err = run(["-m", str(models["gen"]), "--unconditional", "-c", "0", "-o", str(out)], capsys)
+    assert code == 2 and "drop --class" in err

@@ -103,6 +103,12 @@ def generate(
     ] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Randomize temperature.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same images).")] = 0,
+    unconditional: Annotated[
+        bool,
+        typer.Option(
+            "--unconditional", help="Sample the unconditional ('no class') model: -n images, no --class."
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 16,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
@@ -113,6 +119,8 @@ def generate(
     unconditional ("no class") model (classifier-free guidance, as published).
     """
     check_sampling_options(steps, guidance, temperature)
+    if unconditional and classes:
+        raise TitokError("--unconditional samples without a class: drop --class")
     dev, dt = parse_device(device), parse_dtype(dtype)
     spec = model or DEFAULT_GENERATOR
     if model is None and not (builtin_generators_dir() / DEFAULT_GENERATOR).is_dir():
@@ -125,7 +133,10 @@ def generate(
         randomize_temperature=temperature,
     )  # a bad --guidance-schedule fails here, before the tokenizer is loaded
     names = class_list_of(gen)
-    if classes:
+    labels: list[int | None]
+    if unconditional:
+        labels = [None]
+    elif classes:
         labels = [resolve_class(c, names) for c in classes]
     elif len(names) <= 100:
         labels = list(range(len(names)))
@@ -139,7 +150,7 @@ def generate(
             f"generator {spec} ({gen.config.seq_len} tokens, {gen.config.codebook_size} codes)"
         )
     output.mkdir(parents=True, exist_ok=True)
-    all_labels = [y for y in labels for _ in range(num)]
+    all_labels: list[int | None] = [y for y in labels for _ in range(num)]
     rng = torch.Generator(device=dev)
     rng.manual_seed(seed)
     images = []
@@ -148,17 +159,19 @@ def generate(
             chunk = all_labels[start : start + batch_size]
             with torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32):
                 tokens = gen.generate(
-                    chunk,
+                    None if unconditional else chunk,
                     num_steps=steps,
                     guidance_scale=guidance,
                     guidance_schedule=guidance_schedule,
                     randomize_temperature=temperature,
                     generator=rng,
+                    num_samples=len(chunk) if unconditional else None,
                 )
             images.append(tok.decode(tokens, dtype=dt).cpu())
             bar.update(len(chunk))
     images_t = torch.cat(images)
     for i, (label, img) in enumerate(zip(all_labels, images_t, strict=True)):
-        tensor_to_pil(img).save(output / f"{label:04d}_{_slug(names[label])}_{i % num:03d}.png")
+        stem = "unconditional" if label is None else f"{label:04d}_{_slug(names[label])}"
+        tensor_to_pil(img).save(output / f"{stem}_{i % num:03d}.png")
     tensor_to_pil(make_grid(images_t, rows=len(labels))).save(output / "grid.png")
     typer.echo(f"wrote {len(all_labels)} images and grid.png ({len(labels)} rows) to {output}")
