@@ -44,12 +44,12 @@ from titok.cli.options import (
     parse_dtype,
     resolve_model,
 )
-from titok.errors import ConfigError, DataError
+from titok.errors import ConfigError
 from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
 from titok.evaluation.feature_networks import network_fingerprint, resolve_feature_network
 from titok.evaluation.generation import evaluate_generation
-from titok.evaluation.linear_probe import LinearProbeConfig, PoolMode, linear_probe, pool_tokens
-from titok.evaluation.reconstruction import DataSplit, evaluate_reconstruction, split_batches
+from titok.evaluation.linear_probe import LinearProbeConfig
+from titok.evaluation.reconstruction import DataSplit, evaluate_reconstruction
 from titok.evaluation.reference_stats import (
     cached_reference_stats,
     compute_reference_stats,
@@ -57,7 +57,7 @@ from titok.evaluation.reference_stats import (
     save_stats,
 )
 from titok.evaluation.throughput import benchmark
-from titok.models.quantizers import DiagonalGaussian
+from titok.evaluation.token_probe import probe_tokenizer
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
 
@@ -341,57 +341,6 @@ def generation(
     _report(payload, json_out)
 
 
-@torch.inference_mode()
-def token_features(
-    model: TiTok,
-    split: DataSplit,
-    batch_size: int = 32,
-    dtype: torch.dtype | None = None,
-    progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-quantisation latent tokens of a labelled split: features float32 [N, K, C], labels [N].
-
-    For a VAE the posterior mean is taken.
-    """
-    low_precision = dtype is not None and dtype != torch.float32
-    features, labels = [], []
-    for batch in split_batches(split, model.config.image_size, batch_size, progress, "features", True):
-        if (batch["label"] < 0).any():
-            raise DataError(f"{split.path}: the linear probe needs labelled images (found unlabelled ones)")
-        with torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=low_precision):
-            latents = model.encode_latents(batch["image"].to(model.device))
-        if model.is_vae:
-            latents = DiagonalGaussian.split(latents)[0]
-        features.append(latents.float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(features), torch.cat(labels)
-
-
-def probe_tokenizer(
-    model: TiTok,
-    train_split: DataSplit,
-    val_split: DataSplit,
-    pool: PoolMode = "mean",
-    config: LinearProbeConfig | None = None,
-    batch_size: int = 32,
-    dtype: torch.dtype | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Linear-probe top-1 of a frozen tokenizer's latent tokens: train on one split, score the other."""
-    train_x, train_y = token_features(model, train_split, batch_size, dtype, progress)
-    val_x, val_y = token_features(model, val_split, batch_size, dtype, progress)
-    num_classes = int(max(train_y.max(), val_y.max())) + 1
-    result = linear_probe(
-        pool_tokens(train_x, pool), train_y, pool_tokens(val_x, pool), val_y, config, num_classes
-    )
-    return {
-        "top1": result.top1,
-        "train_top1": result.train_top1,
-        "num_train_images": float(len(train_y)),
-        "num_val_images": float(len(val_y)),
-    }
-
-
 @eval_app.command("probe")
 def probe(
     data: DataOpt,
@@ -614,8 +563,6 @@ __all__ = [
     "bench",
     "eval_app",
     "format_table",
-    "probe_tokenizer",
     "resolve_generator",
-    "token_features",
     "train_classifier_command",
 ]

@@ -17,7 +17,9 @@ model's resolution, no augmentation). Reported (keys of the result dict):
   codebook by all tokens of the split (VQ models only);
 * ``num_images``.
 
-A stage-1 model (proxy-code head) is decoded through its teacher VQGAN (``teacher``).
+The tokenizer is a TiTok or a 2D VQGAN seen as a token sequence
+(:class:`~titok.models.grid_tokenizer.GridTokenizer`). A stage-1 TiTok (proxy-code head) is
+decoded through its teacher VQGAN (``teacher``).
 :class:`DataSplit` says which images of a data spec are used; the same selection serves the
 reference statistics, the linear probe and the classifier training.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -45,8 +47,12 @@ from titok.metrics import (
     token_counts,
     usage_from_counts,
 )
+from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
+
+#: A tokenizer the evaluations accept: 1D TiTok or 2D VQGAN grid.
+Tokenizer = TiTok | GridTokenizer
 
 SplitName = Literal["all", "train", "val"]
 
@@ -131,9 +137,13 @@ def split_batches(
         raise DataError(f"{split.path}: the split holds no readable images")
 
 
-def check_pixel_model(model: TiTok, teacher: VQGAN | None) -> None:
+def _is_stage1(model: Tokenizer) -> bool:
+    return isinstance(model, TiTok) and model.config.decoder_head == "proxy"
+
+
+def check_pixel_model(model: Tokenizer, teacher: VQGAN | None) -> None:
     """Refuse a stage-1 model without its teacher VQGAN (it cannot produce pixels alone)."""
-    if model.config.decoder_head == "proxy" and teacher is None:
+    if _is_stage1(model) and teacher is None:
         raise TitokError(
             "this is a stage-1 model (it predicts proxy codes, not pixels): pass its teacher VQGAN "
             "(--teacher PATH, or 'maskgit-vqgan' for the published one) to decode to images"
@@ -142,7 +152,7 @@ def check_pixel_model(model: TiTok, teacher: VQGAN | None) -> None:
 
 @torch.inference_mode()
 def decode_to_images(
-    model: TiTok,
+    model: Tokenizer,
     tokens: torch.Tensor,
     dtype: torch.dtype | None = None,
     teacher: VQGAN | None = None,
@@ -151,9 +161,9 @@ def decode_to_images(
 
     A stage-1 model's proxy codes are decoded by ``teacher``.
     """
-    if model.config.decoder_head == "proxy":
+    if _is_stage1(model):
         check_pixel_model(model, teacher)
-        assert teacher is not None
+        assert teacher is not None and isinstance(model, TiTok)
         codes = model.decode_proxy_codes(tokens)
         device = next(teacher.parameters()).device
         low_precision = dtype is not None and dtype != torch.float32
@@ -163,7 +173,7 @@ def decode_to_images(
 
 
 def evaluate_reconstruction(
-    model: TiTok,
+    model: Tokenizer,
     split: DataSplit,
     feature_network: torch.nn.Module | None,
     *,
@@ -173,6 +183,7 @@ def evaluate_reconstruction(
     reference: GaussianStats | None = None,
     fid_method: Literal["sqrtm", "eigh"] = "sqrtm",
     progress: bool = True,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
     """Reconstruction metrics of ``model`` over ``split`` (keys in the module docstring).
 
@@ -187,6 +198,7 @@ def evaluate_reconstruction(
             (they must come from ``feature_network``).
         fid_method: ``"sqrtm"`` (standard) or ``"eigh"`` (faster), see :func:`titok.metrics.frechet_distance`.
         progress: show a progress bar.
+        on_batch: called with ``(originals, reconstructions)`` of every batch (e.g. for grids).
 
     Raises:
         TitokError: a stage-1 model without teacher, or statistics of another feature network.
@@ -207,15 +219,15 @@ def evaluate_reconstruction(
         recon_features = FeatureAccumulator(feature_network, keep_probs=False)
         if reference is None:
             original_features = FeatureAccumulator(feature_network, keep_probs=False)
-    counts = None if model.is_vae else torch.zeros(model.config.codebook_size, dtype=torch.long)
+    counts = None if model.is_vae else torch.zeros(model.codebook_size, dtype=torch.long)
     psnr_sum = ssim_sum = 0.0
     psnr_finite, count = 0, 0
-    for batch in split_batches(split, model.config.image_size, batch_size, progress, desc="reconstruction"):
+    for batch in split_batches(split, model.image_size, batch_size, progress, desc="reconstruction"):
         images = batch["image"]
         tokens = model.encode(images.to(model.device), batch_size=len(images), dtype=dtype)
         recon = decode_to_images(model, tokens, dtype, teacher).cpu()
         if counts is not None:
-            counts += token_counts(tokens, model.config.codebook_size)
+            counts += token_counts(tokens, model.codebook_size)
         values = psnr(recon, images)
         finite = torch.isfinite(values)  # identical images have infinite PSNR: left out of the mean
         psnr_sum += float(values[finite].sum())
@@ -226,6 +238,8 @@ def evaluate_reconstruction(
             recon_features.update(recon)
         if original_features is not None:
             original_features.update(images)
+        if on_batch is not None:
+            on_batch(images, recon)
 
     results: dict[str, float] = {"num_images": float(count)}
     if recon_features is not None and count < 2:
@@ -247,6 +261,7 @@ def evaluate_reconstruction(
 
 __all__ = [
     "DataSplit",
+    "Tokenizer",
     "check_pixel_model",
     "decode_to_images",
     "evaluate_reconstruction",

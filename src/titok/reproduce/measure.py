@@ -12,14 +12,11 @@ from typing import Any
 
 import torch
 
+from titok.errors import TitokError
 from titok.evaluation.linear_probe import LinearProbeConfig, linear_probe, pool_tokens
-from titok.evaluation.reconstruction import DataSplit, split_batches
-from titok.metrics import codebook_usage, psnr, ssim
+from titok.evaluation.reconstruction import DataSplit, Tokenizer, evaluate_reconstruction, split_batches
+from titok.evaluation.token_probe import token_features
 from titok.metrics.feature_stats import FeatureAccumulator, generation_metrics, metric_key
-from titok.models.grid_tokenizer import GridTokenizer
-from titok.models.titok import TiTok
-
-Tokenizer = TiTok | GridTokenizer
 
 
 @torch.inference_mode()
@@ -31,7 +28,6 @@ def real_summary(network: torch.nn.Module, split: DataSplit, image_size: int, ba
     return acc.compute()
 
 
-@torch.inference_mode()
 def reconstruction_metrics(
     tokenizer: Tokenizer,
     split: DataSplit,
@@ -43,57 +39,51 @@ def reconstruction_metrics(
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """PSNR, SSIM, FID[net] against ``reference`` and codebook usage over ``split``.
 
+    Computed by :func:`~titok.evaluation.reconstruction.evaluate_reconstruction`, the same
+    procedure as ``titok eval reconstruction``.
+
     Returns:
         ``(metrics, originals, reconstructions)`` with the first ``keep`` images of each
         (for grids).
     """
-    acc = FeatureAccumulator(network)
-    psnrs, ssims, tokens = [], [], []
-    first, first_rec = [], []
-    for batch in split_batches(split, image_size, batch_size, progress=False):
-        images = batch["image"]
-        ids = tokenizer.encode(images, batch_size=batch_size)
-        rec = tokenizer.decode(ids, batch_size=batch_size)
-        psnrs.append(psnr(rec, images))
-        ssims.append(ssim(rec, images))
-        tokens.append(ids.reshape(len(images), -1))
-        acc.update(rec)
+    if tokenizer.image_size != image_size:
+        raise TitokError(f"tokenizer works at {tokenizer.image_size} px, the run at {image_size}")
+    first: list[torch.Tensor] = []
+    first_rec: list[torch.Tensor] = []
+
+    def grab(images: torch.Tensor, recon: torch.Tensor) -> None:
         if sum(len(x) for x in first) < keep:
             first.append(images)
-            first_rec.append(rec)
-    summary = acc.compute()
-    usage = codebook_usage(torch.cat(tokens), tokenizer.codebook_size)
+            first_rec.append(recon)
+
+    out = evaluate_reconstruction(
+        tokenizer,
+        split,
+        network,
+        batch_size=batch_size,
+        reference=reference.stats,
+        progress=False,
+        on_batch=grab,
+    )
     metrics = {
-        "PSNR": float(torch.cat(psnrs).mean()),
-        "SSIM": float(torch.cat(ssims).mean()),
-        **{
-            k.replace("FID", "rFID"): v
-            for k, v in generation_metrics(summary, reference.stats).items()
-            if k.startswith("FID")
-        },
-        "codebook_used": usage["used_fraction"],
-        "codebook_perplexity": usage["perplexity"],
-        "num_images": float(acc.count),
+        "PSNR": out["PSNR"],
+        "SSIM": out["SSIM"],
+        metric_key("rFID", network.name): out[metric_key("rFID", network.name)],
+        "codebook_used": out["codebook_used_fraction"],
+        "codebook_perplexity": out["codebook_perplexity"],
+        "num_images": out["num_images"],
     }
     return metrics, torch.cat(first)[:keep], torch.cat(first_rec)[:keep]
-
-
-@torch.inference_mode()
-def token_features(tokenizer: Tokenizer, split: DataSplit, image_size: int, batch_size: int = 50):
-    """Pre-quantization token features [N, T, D] and labels [N] of a labelled split."""
-    feats, labels = [], []
-    for batch in split_batches(split, image_size, batch_size, progress=False, require_labels=True):
-        feats.append(tokenizer.encode_latents(batch["image"].to(tokenizer.device)).float().cpu())
-        labels.append(batch["label"])
-    return torch.cat(feats), torch.cat(labels)
 
 
 def probe_metrics(
     tokenizer: Tokenizer, train: DataSplit, val: DataSplit, image_size: int, num_classes: int
 ) -> dict[str, float]:
     """Linear-probe top-1 on the frozen tokens, mean-pooled and concatenated."""
-    train_x, train_y = token_features(tokenizer, train, image_size)
-    val_x, val_y = token_features(tokenizer, val, image_size)
+    if tokenizer.image_size != image_size:
+        raise TitokError(f"tokenizer works at {tokenizer.image_size} px, the run at {image_size}")
+    train_x, train_y = token_features(tokenizer, train, batch_size=50, progress=False)
+    val_x, val_y = token_features(tokenizer, val, batch_size=50, progress=False)
     results: dict[str, float] = {}
     config = LinearProbeConfig(epochs=100, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=1e-4)
     for pool in ("mean", "concat"):
