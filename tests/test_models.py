@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.checkpoints import mismatch_report
+from titok.errors import ConfigError
 from titok.models import VQGAN, DiagonalGaussian, TiTok, TiTokConfig, VectorQuantizer, tokenizer_presets
 from titok.models.transformer import ResidualAttentionBlock
 from titok.models.vqgan import VQGANConfig
@@ -269,3 +270,20 @@ def test_vae_tokenizer_encode_returns_latents() -> None:
     assert torch.equal(lat, model.encode(x))  # mode is deterministic
     assert not torch.equal(lat, model.encode(x, sample=True))
     assert model.decode(lat).shape == (2, 3, 32, 32)
+
+
+def test_decoder_embed_init_std_sets_only_that_projection() -> None:
+    torch.manual_seed(0)
+    authors = TiTok.from_preset("titok-tiny-64")
+    torch.manual_seed(0)
+    wide = TiTok.from_preset("titok-tiny-64", decoder_embed_init_std=0.3)
+    assert authors.decoder.decoder_embed.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    assert wide.decoder.decoder_embed.weight.std().item() == pytest.approx(0.3, rel=0.15)
+    # every weight initialised before it is unchanged; the default keeps the authors' init exactly
+    assert torch.equal(authors.encoder.patch_embed.weight, wide.encoder.patch_embed.weight)
+    assert torch.equal(
+        authors.decoder.transformer[0].mlp.c_fc.weight, wide.decoder.transformer[0].mlp.c_fc.weight
+    )
+    assert TiTok(wide.config).config.decoder_embed_init_std == 0.3
+    with pytest.raises(ConfigError, match="decoder_embed_init_std"):
+        TiTokConfig(decoder_embed_init_std=0.0)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from titok.errors import ConfigError
 from titok.reproduce import get_budget, reproduce_imagenette64
-from titok.reproduce.pipeline import Run, choose_generator_tokens
+from titok.reproduce.pipeline import Run, choose_generator_tokenizer, token_count
 
 SECTIONS = (
     "## Stages",
@@ -37,6 +39,7 @@ def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> N
         "vqgan-f8",
         "vqgan-f16",
         *[f"titok-k{k}-stage{s}" for k in budget.token_counts for s in (1, 2)],
+        *[f"titok-k{k}-single" for k in budget.token_counts],
         "eval-reconstruction",
         "eval-probe",
         "tokens-1d",
@@ -54,7 +57,18 @@ def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> N
         assert (tiny_run / "results" / png).stat().st_size > 0, png
         assert f"results/{png}" in report
     recon = json.loads((tiny_run / "results" / "reconstruction.json").read_text())
-    assert set(recon) == {"vqgan-f8", "vqgan-f16", "titok-k8", "titok-k16"}
+    assert set(recon) == {
+        "vqgan-f8",
+        "vqgan-f16",
+        "titok-k8",
+        "titok-k16",
+        "titok-k8-single",
+        "titok-k16-single",
+    }
+    # the single-stage runs saw the same number of images as the others, at their own batch
+    single = json.loads((tiny_run / "titok-k8-single" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert single["step"] == budget.single_stage_steps == budget.tokenizer_steps * budget.batch_size // 2
+    assert "1D TiTok single-stage" in report and "1D TiTok two-stage" in report
     for name, metrics in recon.items():
         assert metrics["num_images"] == budget.eval_images
         assert 0 < metrics["PSNR"] < 60 and -1 <= metrics["SSIM"] <= 1
@@ -101,15 +115,35 @@ def test_another_budget_in_the_same_folder_is_refused(tiny_run: Path, imagenette
         Run(tiny_run, get_budget("quick"), str(imagenette))
 
 
-def test_generator_tokens_are_chosen_by_reconstruction_fid() -> None:
+def test_a_changed_budget_is_refused_and_redo_reruns_a_stage(tiny_run: Path, imagenette, tmp_path) -> None:
+    changed = dataclasses.replace(get_budget("tiny"), generator_steps=5)
+    with pytest.raises(ConfigError, match=r"generator_steps: 4 -> 5"):
+        Run(tiny_run, changed, str(imagenette))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    run = Run(copy, get_budget("tiny"), str(imagenette), echo=lambda _: None)
+    with pytest.raises(ConfigError, match="no such stage"):
+        run.redo(["nonsense"])
+    assert (copy / "generator-2d").is_dir()
+    run.redo(["generator-2d"])
+    assert not run.done("generator-2d") and not (copy / "generator-2d").exists()
+    assert Run(copy, get_budget("tiny"), str(imagenette)).done("generator-1d")
+
+
+def test_generator_tokenizer_is_chosen_by_reconstruction_fid() -> None:
     recon = {
+        "vqgan-f16": {"rFID[n]": 0.1},
         "titok-k8": {"rFID[n]": 1.0},
         "titok-k16": {"rFID[n]": 5.0},
         "titok-k32": {"rFID[n]": 3.0},
+        "titok-k32-single": {"rFID[n]": 2.0},
         "titok-k64": {"rFID[n]": 0.5},
     }
-    assert choose_generator_tokens(recon, (8, 16, 32, 64)) == 32
-    assert choose_generator_tokens({"titok-k8": {"rFID[n]": 1.0}}, (8,)) == 8
+    assert choose_generator_tokenizer(recon) == "titok-k32-single"
+    assert choose_generator_tokenizer({"titok-k8": {"rFID[n]": 1.0}}) == "titok-k8"
+    assert token_count("titok-k16-single") == 16 and token_count("titok-k64") == 64
+    with pytest.raises(ConfigError):
+        token_count("vqgan-f8")
 
 
 def test_unknown_budget_is_refused() -> None:

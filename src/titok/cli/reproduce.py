@@ -25,6 +25,10 @@ def reproduce(
         str | None,
         typer.Option("--data", "-d", help="Imagenette train shards (default: ../shared/data/imagenette)."),
     ] = None,
+    redo: Annotated[
+        list[str] | None,
+        typer.Option("--redo", help="Run this finished stage again from scratch (repeatable)."),
+    ] = None,
     ship: Annotated[
         Path | None,
         typer.Option(
@@ -38,7 +42,7 @@ def reproduce(
     from titok.reproduce import get_budget, reproduce_imagenette64
     from titok.reproduce.ship import ship_models
 
-    report = reproduce_imagenette64(output, get_budget(budget), data, echo=typer.echo)
+    report = reproduce_imagenette64(output, get_budget(budget), data, echo=typer.echo, redo=redo)
     typer.echo(f"report: {report}")
     if ship is not None:
         for path in ship_models(output, ship):

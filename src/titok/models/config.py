@@ -40,6 +40,10 @@ class TiTokConfig:
         legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
         pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
             ``num_proxy_codes`` x ``z_channels``).
+        decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
+            initialisation. The authors' 0.02 makes a fresh decoder almost blind to its tokens;
+            short small-scale runs leave the mean-image plateau sooner with a larger value (see
+            docs/training.md). Only affects freshly initialised models.
     """
 
     image_size: int = 256
@@ -60,6 +64,7 @@ class TiTokConfig:
     num_proxy_codes: int = 1024
     legacy_layout: bool = False
     pixel_decoder: VQGANConfig = field(default_factory=VQGANConfig)
+    decoder_embed_init_std: float = 0.02
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_decoder, dict):
@@ -72,6 +77,8 @@ class TiTokConfig:
             raise ConfigError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
             )
+        if not self.decoder_embed_init_std > 0:
+            raise ConfigError(f"decoder_embed_init_std must be > 0, got {self.decoder_embed_init_std}")
         if self.quantize_mode not in QUANTIZE_MODES:
             raise ConfigError(f"quantize_mode: expected one of {QUANTIZE_MODES}, got {self.quantize_mode!r}")
         if self.decoder_head not in DECODER_HEADS:

@@ -80,6 +80,8 @@ class TiTok(nn.Module):
             num_proxy_codes=c.num_proxy_codes,
         )
         self.apply(_init_weights)
+        if c.decoder_embed_init_std != 0.02:  # 0.02 is what _init_weights gave it
+            nn.init.trunc_normal_(self.decoder.decoder_embed.weight, std=c.decoder_embed_init_std)
         self.latent_tokens = nn.Parameter(
             c.encoder_width**-0.5 * torch.randn(c.num_latent_tokens, c.encoder_width)
         )

@@ -5,9 +5,12 @@ minutes) and ``tiny`` (a handful of steps on a few dozen images: the test suite'
 stage and the report work). The architectures are the same in every budget, only steps and image
 counts change, so a quick run is a shorter default run, not another experiment.
 
-Tokenizer budget: every tokenizer sees the same number of training images. A 2D VQGAN trains
-for ``tokenizer_steps``; a TiTok trains ``stage1_steps`` on the teacher's codes then
-``tokenizer_steps - stage1_steps`` to pixels.
+Tokenizer budget: every tokenizer sees the same number of training images
+(``tokenizer_steps * batch_size``). A 2D VQGAN trains for ``tokenizer_steps``; a two-stage TiTok
+trains ``stage1_steps`` on the teacher's codes then ``tokenizer_steps - stage1_steps`` to
+pixels; a single-stage TiTok trains straight to pixels at the smaller ``single_stage_batch``,
+so for proportionally more steps (short runs need the optimizer steps to leave the mean-image
+plateau, see docs/reproduce.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Budget:
         batch_size: tokenizer training batch.
         tokenizer_steps: optimizer steps of every tokenizer (both stages together for TiTok).
         stage1_steps: TiTok stage-1 steps (the rest of ``tokenizer_steps`` is stage 2).
+        single_stage_batch: batch of the single-stage TiTok tokenizers; must divide
+            ``tokenizer_steps * batch_size``.
         discriminator_start: step of the GAN loss in VQGAN and stage-2 training.
         generator_steps, generator_batch: MaskGIT generator training.
         classifier_epochs: epochs of the feature-network classifier.
@@ -48,6 +53,7 @@ class Budget:
     batch_size: int = 32
     tokenizer_steps: int = 240
     stage1_steps: int = 120
+    single_stage_batch: int = 8
     discriminator_start: int = 160
     generator_steps: int = 1000
     generator_batch: int = 64
@@ -68,6 +74,11 @@ class Budget:
                 f"budget {self.name}: stage1_steps must lie in (0, tokenizer_steps={self.tokenizer_steps}), "
                 f"got {self.stage1_steps}"
             )
+        if self.single_stage_batch < 1 or (self.tokenizer_steps * self.batch_size) % self.single_stage_batch:
+            raise ConfigError(
+                f"budget {self.name}: single_stage_batch {self.single_stage_batch} must divide the tokenizer "
+                f"budget of {self.tokenizer_steps * self.batch_size} images"
+            )
         if self.eval_images > self.holdout:
             raise ConfigError(f"budget {self.name}: eval_images {self.eval_images} > holdout {self.holdout}")
         if not self.token_counts:
@@ -76,6 +87,16 @@ class Budget:
     @property
     def stage2_steps(self) -> int:
         return self.tokenizer_steps - self.stage1_steps
+
+    @property
+    def single_stage_steps(self) -> int:
+        """Steps of a single-stage TiTok: the tokenizer budget in images over its batch."""
+        return self.tokenizer_steps * self.batch_size // self.single_stage_batch
+
+    @property
+    def single_stage_discriminator_start(self) -> int:
+        """The GAN start of the single-stage runs, at the same fraction of their images."""
+        return self.discriminator_start * self.batch_size // self.single_stage_batch
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,6 +121,7 @@ BUDGETS: dict[str, Budget] = {
         batch_size=4,
         tokenizer_steps=4,
         stage1_steps=2,
+        single_stage_batch=2,
         discriminator_start=1,
         generator_steps=4,
         generator_batch=8,

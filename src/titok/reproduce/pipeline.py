@@ -4,17 +4,19 @@ Stages, in order (each writes into ``<run>/<stage>/`` and is skipped once done):
 
 1. ``classifier``: the feature network of the FID-like figures (``titok train classifier``).
 2. ``vqgan-f8``, ``vqgan-f16``: 2D VQGAN tokenizers (64 and 16 tokens); f=8 is the teacher.
-3. ``titok-k{K}-stage1`` then ``titok-k{K}-stage2`` for every K of the budget.
+3. ``titok-k{K}-stage1`` then ``titok-k{K}-stage2`` for every K of the budget (two-stage
+   TiTok), then ``titok-k{K}-single`` (single-stage TiTok, same images).
 4. ``eval-reconstruction``: PSNR, SSIM, rFID[net], codebook usage of every tokenizer on the
    held-out images; ``eval-probe``: linear-probe top-1 of their frozen tokens.
-5. ``tokens-1d`` (the chosen K, see :func:`choose_generator_tokens`), ``tokens-2d`` (f=16):
+5. ``tokens-1d`` (the chosen 1D tokenizer, see :func:`choose_generator_tokenizer`), ``tokens-2d`` (f=16):
    pretokenized training images; ``generator-1d``, ``generator-2d``: MaskGIT generators of the
    same size on each.
 6. ``eval-generation``: gFID[net], IS[net] and images/s of both generators.
 7. ``report``: ``report.md`` with tables and PNG plots (:mod:`titok.reproduce.report`).
 
 ``state.json`` records the budget, each finished stage and its wall time; running again skips
-finished stages and resumes an interrupted training stage from its last checkpoint.
+finished stages and resumes an interrupted training stage from its last checkpoint;
+``redo`` (``--redo STAGE``) runs chosen stages again from scratch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +38,13 @@ from titok.class_names import IMAGENETTE_CLASSES
 from titok.errors import ConfigError
 from titok.evaluation.reconstruction import DataSplit
 from titok.reproduce.budget import IMAGE_SIZE, Budget
-from titok.reproduce.recipes import generator_recipe, stage1_recipe, stage2_recipe, vqgan_recipe
+from titok.reproduce.recipes import (
+    generator_recipe,
+    single_stage_recipe,
+    stage1_recipe,
+    stage2_recipe,
+    vqgan_recipe,
+)
 from titok.training.config import Recipe
 
 logger = logging.getLogger("titok.reproduce")
@@ -70,11 +80,23 @@ class Run:
         self.state_path = self.output / "state.json"
         if self.state_path.is_file():
             self.state = json.loads(self.state_path.read_text())
-            if self.state.get("budget", {}).get("name") != self.budget.name:
+            recorded = self.state.get("budget", {})
+            if recorded.get("name") != self.budget.name:
                 raise ConfigError(
-                    f"{self.output}: holds a run with budget {self.state.get('budget', {}).get('name')!r}, "
+                    f"{self.output}: holds a run with budget {recorded.get('name')!r}, "
                     f"not {self.budget.name!r}; use another output folder"
                 )
+            current = json.loads(json.dumps(self.budget.to_dict()))  # tuples as lists, like the file
+            changed = sorted(k for k in recorded if k in current and recorded[k] != current[k])
+            if changed:
+                diffs = ", ".join(f"{k}: {recorded[k]!r} -> {current[k]!r}" for k in changed)
+                raise ConfigError(
+                    f"{self.output}: budget {self.budget.name!r} has changed since this run began ({diffs}); "
+                    "use another output folder"
+                )
+            if recorded != current:  # fields added since: record them
+                self.state["budget"] = current
+                self._save()
         else:
             self.state = {"budget": self.budget.to_dict(), "data": self.data, "stages": {}}
             self._save()
@@ -84,6 +106,19 @@ class Run:
         tmp = self.state_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.state, indent=2) + "\n")
         os.replace(tmp, self.state_path)
+
+    def redo(self, stages: list[str]) -> None:
+        """Forget ``stages`` (and delete their folders) so that the next run does them again."""
+        for name in stages:
+            if name not in self.state["stages"]:
+                known = ", ".join(self.state["stages"]) or "none yet"
+                raise ConfigError(f"--redo {name}: no such stage in {self.output} (recorded: {known})")
+        for name in stages:
+            del self.state["stages"][name]
+            folder = self.path(name)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        self._save()
 
     def done(self, stage: str) -> bool:
         return self.state["stages"].get(stage, {}).get("done", False)
@@ -128,10 +163,12 @@ class Run:
 
     # ------------------------------------------------------------------ tokenizers
     def tokenizer_names(self) -> list[str]:
-        return ["vqgan-f8", "vqgan-f16", *[f"titok-k{k}" for k in self.budget.token_counts]]
+        """2D VQGANs, two-stage TiTok ``titok-k{K}``, single-stage TiTok ``titok-k{K}-single``."""
+        ks = self.budget.token_counts
+        return ["vqgan-f8", "vqgan-f16", *[f"titok-k{k}" for k in ks], *[f"titok-k{k}-single" for k in ks]]
 
     def tokenizer_dir(self, name: str) -> Path:
-        if name.startswith("vqgan"):
+        if name.startswith("vqgan") or name.endswith("-single"):
             return self.path(name, "export")
         return self.path(f"{name}-stage2", "export")
 
@@ -179,17 +216,26 @@ def stage_classifier(run: Run) -> dict[str, Any]:
     return {"val_top1": result.val_top1}
 
 
-def choose_generator_tokens(recon: dict[str, dict[str, float]], candidates: tuple[int, ...]) -> int:
-    """The K for the generator: among 16 and 32 (those present), the lower rFID[net] wins."""
+def token_count(name: str) -> int:
+    """K of a TiTok tokenizer name (``titok-k32``, ``titok-k32-single``)."""
+    match = re.fullmatch(r"titok-k(\d+)(-single)?", name)
+    if match is None:
+        raise ConfigError(f"not a TiTok tokenizer name: {name!r}")
+    return int(match.group(1))
+
+
+def choose_generator_tokenizer(recon: dict[str, dict[str, float]]) -> str:
+    """The 1D tokenizer of the generator: the lowest rFID[net] among K = 16 and 32 (any K if none)."""
     scored = []
-    for k in candidates:
-        metrics = recon.get(f"titok-k{k}")
-        if metrics is None:
+    for name, metrics in recon.items():
+        if not name.startswith("titok-"):
             continue
         rfid = next(v for key, v in metrics.items() if key.startswith("rFID"))
-        scored.append((rfid, k))
+        scored.append((rfid, token_count(name), name))
+    if not scored:
+        raise ConfigError("no TiTok tokenizer was measured")
     preferred = [s for s in scored if s[1] in (16, 32)] or scored
-    return min(preferred)[1]
+    return min(preferred)[2]
 
 
 def stage_eval_reconstruction(run: Run) -> dict[str, Any]:
@@ -240,15 +286,15 @@ def stage_eval_probe(run: Run) -> dict[str, Any]:
     return {}
 
 
-def generator_tokens(run: Run) -> int:
-    return choose_generator_tokens(run.read_json("reconstruction.json"), run.budget.token_counts)
+def generator_tokenizer(run: Run) -> str:
+    return choose_generator_tokenizer(run.read_json("reconstruction.json"))
 
 
 def stage_tokens(run: Run, which: str) -> dict[str, Any]:
     from titok.data import DataConfig
     from titok.pretokenize import pretokenize
 
-    name = f"titok-k{generator_tokens(run)}" if which == "1d" else "vqgan-f16"
+    name = generator_tokenizer(run) if which == "1d" else "vqgan-f16"
     tok = run.load_tokenizer(name)
     data = DataConfig(
         path=run.data,
@@ -317,11 +363,19 @@ def stage_report(run: Run) -> dict[str, Any]:
     return {}
 
 
-def reproduce_imagenette64(output: str | Path, budget: Budget, data: str | None = None, echo=print) -> Path:
-    """Run (or continue) every stage; returns the report path."""
+def reproduce_imagenette64(
+    output: str | Path,
+    budget: Budget,
+    data: str | None = None,
+    echo=print,
+    redo: list[str] | None = None,
+) -> Path:
+    """Run (or continue) every stage; returns the report path. ``redo``: stages to run again."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
     run = Run(Path(output), budget, data or default_data(), echo)
+    if redo:
+        run.redo(redo)
     b = budget
     run.stage("classifier", lambda: stage_classifier(run))
     for f in (8, 16):
@@ -335,6 +389,9 @@ def reproduce_imagenette64(output: str | Path, budget: Budget, data: str | None 
             f"titok-k{k}-stage2",
             lambda s1=s1, s2=s2: _train(stage2_recipe(b, run.data, s1 / "export", teacher, s2)),
         )
+    for k in b.token_counts:
+        out = run.path(f"titok-k{k}-single")
+        run.stage(f"titok-k{k}-single", lambda k=k, out=out: _train(single_stage_recipe(b, run.data, k, out)))
     run.stage("eval-reconstruction", lambda: stage_eval_reconstruction(run))
     run.stage("eval-probe", lambda: stage_eval_probe(run))
     for which in ("1d", "2d"):

@@ -6,7 +6,10 @@ Architectures (the same in every budget):
   codes; ``channel_mult`` (1, 2, 2, 4) for f=8 (8 x 8 = 64 tokens at 64 px) and (1, 2, 2, 4, 4)
   for f=16 (4 x 4 = 16 tokens). The f=8 one is the proxy-code teacher.
 * TiTok tokenizers: patch 8, ViT encoder and decoder of width 128, depth 4, 4 heads, 12-dim
-  codes, 1024 codes, K latent tokens; stage 2 decodes through the teacher's decoder.
+  codes, 1024 codes, K latent tokens. Two-stage: stage 1 on the teacher's codes, stage 2 decodes
+  through the teacher's decoder (the authors' recipe and initialisation). Single-stage: straight
+  to pixels (L2 + GAN), ``decoder_embed`` initialised at std 0.3 instead of 0.02 so that the
+  short run leaves the mean-image plateau (see docs/reproduce.md).
 * MaskGIT generators: BERT of width 128, depth 4, 4 heads, same for 1D and 2D tokens.
 """
 
@@ -104,6 +107,21 @@ def stage2_recipe(budget: Budget, data: str, stage1: Path, teacher: Path, output
         f"losses.discriminator_start={max(0, budget.discriminator_start - budget.stage1_steps)}",
     ]
     return load_recipe(RECIPES / "tiny_stage2.yaml", overrides, mode="stage2")
+
+
+SINGLE_STAGE_DECODER_EMBED_STD = 0.3
+
+
+def single_stage_recipe(budget: Budget, data: str, tokens: int, output: Path) -> Recipe:
+    """TiTok with ``tokens`` latent tokens straight to pixels, same images as the other tokenizers."""
+    overrides = [
+        *TITOK_MODEL,
+        f"model.num_latent_tokens={tokens}",
+        f"model.decoder_embed_init_std={SINGLE_STAGE_DECODER_EMBED_STD}",
+        *_common(budget, data, output, budget.single_stage_steps, budget.single_stage_batch),
+        f"losses.discriminator_start={budget.single_stage_discriminator_start}",
+    ]
+    return load_recipe(RECIPES / "tiny_single_stage.yaml", overrides, mode="single_stage")
 
 
 def generator_recipe(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from titok.images import tensor_to_pil
+from titok.reproduce.pipeline import token_count
 from titok.training.monitor import image_grid
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _kind(name: str) -> str:
-    return "2D VQGAN" if name.startswith("vqgan") else "1D TiTok"
+    if name.startswith("vqgan"):
+        return "2D VQGAN"
+    return "1D TiTok single-stage" if name.endswith("-single") else "1D TiTok two-stage"
 
 
 def _tokens(name: str) -> int:
@@ -56,7 +59,13 @@ def _tokens(name: str) -> int:
         return 64
     if name == "vqgan-f16":
         return 16
-    return int(name.split("-k")[1])
+    return token_count(name)
+
+
+def _series(names: list[str]) -> list[tuple[str, list[str]]]:
+    """Tokenizer names grouped by kind (plot lines), each sorted by token count."""
+    kinds = sorted({_kind(n) for n in names}, key=lambda k: (k.startswith("2D"), k))
+    return [(k, sorted((n for n in names if _kind(n) == k), key=_tokens)) for k in kinds]
 
 
 def _key(metrics: dict[str, float], prefix: str) -> str:
@@ -74,8 +83,8 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
         return []
     out = run.path("results")
     names = list(recon)
-    one_d = sorted((n for n in names if n.startswith("titok")), key=_tokens)
-    two_d = sorted((n for n in names if n.startswith("vqgan")), key=_tokens)
+    series = _series(names)
+    styles = {"2D VQGAN": "s--", "1D TiTok two-stage": "o-", "1D TiTok single-stage": "^-"}
     files = []
 
     fid_key = _key(next(iter(recon.values())), "rFID")
@@ -86,8 +95,10 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
         ("PSNR (dB, higher is better)", "SSIM (higher is better)", f"{fid_key} (lower is better)"),
         strict=True,
     ):
-        ax.plot([_tokens(n) for n in one_d], [recon[n][metric] for n in one_d], "o-", label="1D TiTok")
-        ax.plot([_tokens(n) for n in two_d], [recon[n][metric] for n in two_d], "s--", label="2D VQGAN")
+        for kind, members in series:
+            ax.plot(
+                [_tokens(n) for n in members], [recon[n][metric] for n in members], styles[kind], label=kind
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("number of tokens")
         ax.set_title(label, fontsize=10)
@@ -99,19 +110,15 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     files.append("reconstruction.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
+    markers = {"2D VQGAN": "s", "1D TiTok two-stage": "o", "1D TiTok single-stage": "^"}
     for pool, style in (("concat", "-"), ("mean", ":")):
-        ax.plot(
-            [_tokens(n) for n in one_d],
-            [probe[n][f"top1_{pool}"] for n in one_d],
-            "o" + style,
-            label=f"1D TiTok ({pool})",
-        )
-        ax.plot(
-            [_tokens(n) for n in two_d],
-            [probe[n][f"top1_{pool}"] for n in two_d],
-            "s" + style,
-            label=f"2D VQGAN ({pool})",
-        )
+        for kind, members in _series([n for n in names if n in probe]):
+            ax.plot(
+                [_tokens(n) for n in members],
+                [probe[n][f"top1_{pool}"] for n in members],
+                markers[kind] + style,
+                label=f"{kind} ({pool})",
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("number of tokens")
     ax.set_ylabel("linear-probe top-1")
@@ -183,10 +190,17 @@ def write_report(run: Run) -> Path:
             [[k, f"{v['seconds']:.0f}", _stage_note(v)] for k, v in stages.items()],
         ),
         "",
-        f"Tokenizer budget: every tokenizer trains {budget['tokenizer_steps']} steps at batch {budget['batch_size']} "
-        f"(TiTok: {budget['stage1_steps']} steps of stage 1 on the f=8 VQGAN's codes, then "
-        f"{budget['tokenizer_steps'] - budget['stage1_steps']} of stage 2). Generators: {budget['generator_steps']} "
-        f"steps at batch {budget['generator_batch']}.",
+        f"Tokenizer budget: every tokenizer sees {budget['tokenizer_steps'] * budget['batch_size']} training images: "
+        f"{budget['tokenizer_steps']} steps at batch {budget['batch_size']} (two-stage TiTok: {budget['stage1_steps']} "
+        f"steps of stage 1 on the f=8 VQGAN's codes, then {budget['tokenizer_steps'] - budget['stage1_steps']} of "
+        "stage 2)"
+        + (
+            f"; single-stage TiTok: {run.budget.single_stage_steps} steps at batch {budget['single_stage_batch']}, "
+            "straight to pixels"
+            if "single_stage_batch" in budget
+            else ""
+        )
+        + f". Generators: {budget['generator_steps']} steps at batch {budget['generator_batch']}.",
         "",
         "## Reconstruction",
         "",
@@ -249,7 +263,8 @@ def write_report(run: Run) -> Path:
             "## Class-conditional generation",
             "",
             f"MaskGIT generators of the same size ({int(gen['1d']['generator_parameters']):,} parameters) on the "
-            f"1D tokens of `{gen['1d']['tokenizer']}` (the K with the lower {fid_key} among 16 and 32) and on the "
+            f"1D tokens of `{gen['1d']['tokenizer']}` (the 1D tokenizer with the lowest {fid_key} among K = 16 and 32) "
+            "and on the "
             f"2D tokens of `{gen['2d']['tokenizer']}`. {int(gen['1d']['num_images'])} class-balanced samples each "
             "with the generator's default sampling settings; FID against the held-out images. Speed: sampling "
             f"plus decoding a batch of {int(gen['1d']['batch_size'])} on this CPU (median of timed runs).",

@@ -35,7 +35,8 @@ def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     recon = json.loads((run / "results" / "reconstruction.json").read_text())[tokenizer_name]
     dest = Path(dest)
     tok_dir, gen_dir = dest / "models" / NAME, dest / "generators" / NAME
-    tokenizer = TiTok.from_pretrained(run / f"{tokenizer_name}-stage2" / "export")
+    folder = tokenizer_name if tokenizer_name.endswith("-single") else f"{tokenizer_name}-stage2"
+    tokenizer = TiTok.from_pretrained(run / folder / "export")
     tokenizer.save_pretrained(tok_dir)
     generator = Generator.from_pretrained(run / "generator-1d" / "export")
     generator.config.tokenizer = NAME
