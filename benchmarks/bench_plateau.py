@@ -1,0 +1,271 @@
+"""When does a small TiTok leave the mean-image plateau? Steps until its output depends on its tokens.
+
+A fresh TiTok first learns to output the mean training image and ignores its tokens; only later
+(if at all) do the decoder's outputs start to depend on the encoder's tokens. This script trains
+the reproduction's 64 px TiTok (width 128, depth 4, patch 8, K tokens) with a plain AdamW loop on a
+fixed set of Imagenette training images and measures, every ``--every`` steps on held-out images:
+
+* ``psnr``: reconstruction PSNR (pixels objective: the decoder's output; proxy objective: the
+  teacher VQGAN decoding the predicted codes);
+* ``token_sensitivity``: mean squared change of the decoder output when every image's tokens are
+  swapped with another image's, over the mean squared difference of the images themselves
+  (0: the output ignores the tokens);
+* ``latent_spread``: variance across images of the l2-normalised latent tokens (summed over
+  channels, mean over token positions; 0: every image gets the same tokens);
+* ``codes``: distinct codes among all held-out tokens.
+
+The plateau ends at the first measurement with ``token_sensitivity`` above 0.01.
+
+``--teacher-entropy`` instead measures how much the proxy codes depend on what a fresh encoder
+can see: the entropy (nats) of the teacher's code at a position, alone and given the image's
+mean brightness (8 bins) or the patch's own mean brightness (4 or 16 bins).
+
+Usage (each run prints JSON lines and appends a summary to the results file)::
+
+    python benchmarks/bench_plateau.py --objective pixels --decoder-embed-std 0.02 --batch 32 --steps 800
+    python benchmarks/bench_plateau.py --objective proxy --teacher runs/imagenette64-default/vqgan-f8/export
+
+Results: ``benchmarks/results/plateau.json`` (one entry per configuration, newest wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from titok.data import DataConfig, build_dataset
+from titok.models.presets import tokenizer_config
+from titok.models.titok import TiTok
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "imagenette"
+RESULTS = ROOT / "benchmarks" / "results" / "plateau.json"
+
+
+def load_images(n_train: int, n_val: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First ``n_train`` training and first ``n_val`` held-out images (500 held out, seed 0), 64 px."""
+    out = []
+    for split, n in (("train", n_train), ("val", n_val)):
+        cfg = DataConfig(
+            path=str(DATA),
+            image_size=64,
+            endless=False,
+            augment=False,
+            holdout=500,
+            split=split,
+            max_samples=None,
+        )
+        images = []
+        for sample in build_dataset(cfg):
+            images.append(sample["image"])
+            if len(images) == n:
+                break
+        out.append(torch.stack(images))
+    return out[0], out[1]
+
+
+def _entropy(codes: torch.Tensor) -> float:
+    counts = codes.unique(return_counts=True)[1].float()
+    p = counts / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+def _conditional_entropy(codes: torch.Tensor, bins: torch.Tensor) -> float:
+    """Mean over positions of H(code | position, bin): codes and bins (N, P)."""
+    n, positions = codes.shape
+    total = 0.0
+    for j in range(positions):
+        for value in bins[:, j].unique():
+            chosen = codes[bins[:, j] == value, j]
+            total += len(chosen) / n * _entropy(chosen)
+    return total / positions
+
+
+def teacher_entropy(images: torch.Tensor, teacher_path: str) -> dict[str, float]:
+    """Entropies of the teacher's codes (see the module docstring), on ``images`` (N, 3, S, S)."""
+    from titok.pretrained import load_vqgan
+
+    teacher = load_vqgan(teacher_path).eval()
+    with torch.no_grad():
+        codes = torch.cat([teacher.encode(chunk) for chunk in images.split(256)])
+    n, g = codes.shape[0], codes.shape[1]
+    flat = codes.reshape(n, -1)
+    f = images.shape[-1] // g
+    patch_mean = images.reshape(n, 3, g, f, g, f).mean((1, 3, 5)).reshape(n, -1)
+    image_mean = images.mean((1, 2, 3))[:, None].expand_as(patch_mean)
+    out = {
+        "codes_used": float(codes.unique().numel()),
+        "H(code|position)": _conditional_entropy(flat, torch.zeros_like(flat)),
+        "H(code|position,image brightness/8)": _conditional_entropy(
+            flat, (image_mean * 8).long().clamp(max=7)
+        ),
+    }
+    for bins in (4, 16):
+        key = f"H(code|position,patch brightness/{bins})"
+        out[key] = _conditional_entropy(flat, (patch_mean * bins).long().clamp(max=bins - 1))
+    return out
+
+
+def build(args: argparse.Namespace, proxy: bool) -> TiTok:
+    cfg = tokenizer_config(
+        "titok-tiny-64",
+        num_latent_tokens=args.tokens,
+        encoder_width=128,
+        decoder_width=128,
+        encoder_depth=4,
+        decoder_depth=4,
+        encoder_heads=4,
+        decoder_heads=4,
+        codebook_size=1024,
+        decoder_head="proxy" if proxy else "pixels",
+        decoder_embed_init_std=args.decoder_embed_std,
+    )
+    return TiTok(cfg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--objective", choices=("pixels", "proxy"), default="pixels")
+    parser.add_argument(
+        "--teacher", default=str(ROOT / "runs" / "imagenette64-default" / "vqgan-f8" / "export")
+    )
+    parser.add_argument("--decoder-embed-std", type=float, default=0.02, help="0.02: the authors' init")
+    parser.add_argument(
+        "--no-quantizer", action="store_true", help="decode the l2-normalised latents directly"
+    )
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--train-images", type=int, default=4096)
+    parser.add_argument("--val-images", type=int, default=256)
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--teacher-entropy", action="store_true", help="measure the proxy codes' entropies")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file the summary is added to")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    train, val = load_images(args.train_images, args.val_images)
+    if args.teacher_entropy:
+        figures = teacher_entropy(train, args.teacher)
+        print(json.dumps(figures, indent=2))
+        results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+        results[f"teacher-entropy-{Path(args.teacher).parent.name}"] = {
+            "teacher": args.teacher,
+            "images": len(train),
+            **figures,
+        }
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=2) + "\n")
+        return
+    proxy = args.objective == "proxy"
+    model = build(args, proxy)
+    teacher = None
+    if proxy:
+        from titok.pretrained import load_vqgan
+
+        teacher = load_vqgan(args.teacher).eval()
+        with torch.no_grad():
+            train_codes = torch.cat([teacher.encode(chunk) for chunk in train.split(256)])
+            val_codes = teacher.encode(val)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+        ),
+    )
+
+    def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        z = model.encode_latents(images)
+        if args.no_quantizer:
+            return model.decode_latents(F.normalize(z, dim=-1)), z.new_zeros(()), None
+        q = model.quantize(z)
+        return model.decode_latents(q.quantized), q.loss, q.indices
+
+    @torch.no_grad()
+    def measure() -> dict[str, float | None]:
+        model.eval()
+        out, _, ids = forward(val)
+        latents = F.normalize(model.encode_latents(val), dim=-1)
+        tokens = latents if ids is None else model.quantize.lookup(ids)
+        perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(1))
+        swapped = model.decode_latents(tokens[perm])
+        if proxy:
+            assert teacher is not None
+            pixels = teacher.decode(out.argmax(1))
+            change = (teacher.decode(swapped.argmax(1)) - pixels).pow(2).mean()
+            accuracy = float((out.argmax(1) == val_codes).float().mean())
+        else:
+            pixels = out.clamp(0, 1)
+            change = (swapped.clamp(0, 1) - pixels).pow(2).mean()
+            accuracy = None
+        model.train()
+        mse = float(F.mse_loss(pixels, val))
+        return {
+            "psnr": -10 * math.log10(mse),
+            "token_sensitivity": float(change / (val - val[perm]).pow(2).mean()),
+            "latent_spread": float(latents.var(0).sum(-1).mean()),
+            "codes": float(-1 if ids is None else ids.unique().numel()),
+            "code_accuracy": accuracy,
+        }
+
+    rng = torch.Generator().manual_seed(args.seed)
+    history, escape = [], None
+    start = time.perf_counter()
+    for step in range(args.steps + 1):
+        if step % args.every == 0 or step == args.steps:
+            row = {"step": step, **measure(), "seconds": time.perf_counter() - start}
+            history.append(row)
+            print(
+                json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}),
+                flush=True,
+            )
+            if escape is None and row["token_sensitivity"] > 0.01:
+                escape = step
+        if step == args.steps:
+            break
+        index = torch.randint(0, len(train), (args.batch,), generator=rng)
+        out, q_loss, _ = forward(train[index])
+        target_loss = F.cross_entropy(out, train_codes[index]) if proxy else F.mse_loss(out, train[index])
+        opt.zero_grad(set_to_none=True)
+        (target_loss + q_loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+
+    name = (
+        f"{args.objective}-k{args.tokens}-b{args.batch}-std{args.decoder_embed_std}"
+        f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}"
+    )
+    summary = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "plateau_left_at_step": escape,
+        "images_seen_at_exit": None if escape is None else escape * args.batch,
+        "final": history[-1],
+        "history": history,
+        "torch": torch.__version__,
+        "threads": args.threads,
+    }
+    print(f"{name}: plateau left at step {escape} (of {args.steps}); final PSNR {history[-1]['psnr']:.2f} dB")
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    results[name] = summary
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
