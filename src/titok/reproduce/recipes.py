@@ -8,8 +8,8 @@ Architectures (the same in every budget):
 * TiTok tokenizers: patch 8, ViT encoder and decoder of width 128, depth 4, 4 heads, 12-dim
   codes, 1024 codes, K latent tokens. Two-stage: stage 1 on the teacher's codes, stage 2 decodes
   through the teacher's decoder (the authors' recipe and initialisation). Single-stage: straight
-  to pixels (L2 + GAN), ``decoder_embed`` initialised at std 0.3 instead of 0.02 so that the
-  short run leaves the mean-image plateau (see docs/reproduce.md).
+  to pixels (L2 + GAN), with ``decoder_embed`` initialised at std 0.3 instead of 0.02 (a fresh
+  decoder more sensitive to its tokens; what that changes is measured in docs/reproduce.md).
 * MaskGIT generators: BERT of width 128, depth 4, 4 heads, same for 1D and 2D tokens.
 """
 

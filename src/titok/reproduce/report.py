@@ -62,10 +62,32 @@ def _tokens(name: str) -> int:
     return token_count(name)
 
 
+KIND_ORDER = ("1D TiTok two-stage", "1D TiTok single-stage", "2D VQGAN")
+STAGE_ORDER = (
+    "classifier",
+    "vqgan",
+    "titok",
+    "eval-reconstruction",
+    "eval-probe",
+    "tokens-1d",
+    "generator-1d",
+    "tokens-2d",
+    "generator-2d",
+    "eval-generation",
+)
+
+
 def _series(names: list[str]) -> list[tuple[str, list[str]]]:
     """Tokenizer names grouped by kind (plot lines), each sorted by token count."""
-    kinds = sorted({_kind(n) for n in names}, key=lambda k: (k.startswith("2D"), k))
+    kinds = sorted({_kind(n) for n in names}, key=KIND_ORDER.index)
     return [(k, sorted((n for n in names if _kind(n) == k), key=_tokens)) for k in kinds]
+
+
+def _stage_rank(name: str) -> tuple[int, int]:
+    """Pipeline order of a stage name (the state keeps the order in which stages last ran)."""
+    rank = next((i for i, prefix in enumerate(STAGE_ORDER) if name.startswith(prefix)), len(STAGE_ORDER))
+    single = 1 if name.endswith("-single") else 0
+    return rank, single
 
 
 def _key(metrics: dict[str, float], prefix: str) -> str:
@@ -166,7 +188,7 @@ def write_report(run: Run) -> Path:
     plots = _plots(run, recon, probe, gen)
     stages = state["stages"]
     total = sum(s["seconds"] for s in stages.values())
-    names = sorted(recon, key=lambda n: (_kind(n), _tokens(n)))
+    names = sorted(recon, key=lambda n: (KIND_ORDER.index(_kind(n)), _tokens(n)))
     fid_key = _key(next(iter(recon.values())), "rFID")
     net = fid_key[len("rFID[") : -1]
     limit = (
@@ -187,7 +209,10 @@ def write_report(run: Run) -> Path:
         "",
         _table(
             ["stage", "wall time (s)", "notes"],
-            [[k, f"{v['seconds']:.0f}", _stage_note(v)] for k, v in stages.items()],
+            [
+                [k, f"{v['seconds']:.0f}", _stage_note(v)]
+                for k, v in sorted(stages.items(), key=lambda item: _stage_rank(item[0]))
+            ],
         ),
         "",
         f"Tokenizer budget: every tokenizer sees {budget['tokenizer_steps'] * budget['batch_size']} training images: "
