@@ -130,6 +130,7 @@ class Run:
             return
         self.echo(f"[run ] {name}")
         entry = self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
+        entry["threads"] = torch.get_num_threads()
         start = time.perf_counter()
         try:
             extra = fn() or {}

@@ -202,7 +202,8 @@ def write_report(run: Run) -> Path:
         "",
         f"Budget **{budget['name']}**; data `{state['data']}` (train split, {budget['holdout']} images held out "
         f"with seed 0 for validation{limit}). "
-        f"Total wall time {total / 60:.1f} min on {platform.machine()} with {torch.get_num_threads()} torch threads, "
+        f"Total wall time {total / 60:.1f} min on {platform.machine()} (torch threads of each stage in the "
+        "stages table, where recorded), "
         f"torch {torch.__version__}. Reproduce with `titok reproduce imagenette64 -o RUN --budget {budget['name']}`.",
         "",
         "## Stages",
