@@ -249,7 +249,7 @@ def main() -> None:
 
     name = (
         f"{args.objective}-k{args.tokens}-b{args.batch}-std{args.decoder_embed_std}"
-        f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}"
+        f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}-steps{args.steps}"
     )
     summary = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
