@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from titok.losses import Stage2Loss, build_discriminator
+from titok.models.titok import TiTok
 from titok.training.task import OptimizerSpec, StepContext, Task
 
 if TYPE_CHECKING:
@@ -98,3 +100,15 @@ class PixelTask(Task):
     def load_rank_state_dict(self, state: dict[str, Any]) -> None:
         if self.loss.lecam is not None and "lecam" in state:
             self.loss.lecam.load_state_dict(state["lecam"])
+
+
+class TiTokPixelTask(PixelTask):
+    """A pixel task whose model is a TiTok (stage 2, single stage): previews and export."""
+
+    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        assert isinstance(model, TiTok)
+        return [model.reconstruct(images)]
+
+    def export(self, model: nn.Module, directory: Path) -> Path:
+        assert isinstance(model, TiTok)
+        return model.save_pretrained(directory)

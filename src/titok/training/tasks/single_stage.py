@@ -8,20 +8,19 @@ recipe (L2 + perceptual + GAN + ``quantizer_weight`` * quantizer loss). With
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from titok.models.titok import TiTok
-from titok.training.tasks.adversarial import PixelOutput, PixelTask
+from titok.training.tasks.adversarial import PixelOutput, TiTokPixelTask
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
 
-class SingleStageTask(PixelTask):
+class SingleStageTask(TiTokPixelTask):
     """Trains a TiTok with the "pixels" head (VQ or VAE tokens)."""
 
     mode = "single_stage"
@@ -46,11 +45,3 @@ class SingleStageTask(PixelTask):
         if q.codebook_loss is not None and q.commitment_loss is not None:
             logs = {"codebook": q.codebook_loss.detach(), "commitment": q.commitment_loss.detach()}
         return PixelOutput(out.decoded, q.loss, logs=logs)
-
-    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        assert isinstance(model, TiTok)
-        return [model.reconstruct(images)]
-
-    def export(self, model: nn.Module, directory: Path) -> Path:
-        assert isinstance(model, TiTok)
-        return model.save_pretrained(directory)

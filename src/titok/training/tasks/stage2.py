@@ -11,7 +11,6 @@ already has the "vqgan" head continues its stage-2 training and needs no teacher
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 from titok.checkpoints import load_strict
 from titok.errors import ConfigError
 from titok.models.titok import TiTok
-from titok.training.tasks.adversarial import PixelOutput, PixelTask
+from titok.training.tasks.adversarial import PixelOutput, TiTokPixelTask
 from titok.training.tasks.stage1 import load_teacher
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ def freeze_tokenizer(model: TiTok) -> None:
     model.latent_tokens.requires_grad_(False)
 
 
-class Stage2Task(PixelTask):
+class Stage2Task(TiTokPixelTask):
     """Trains the decoder side of a stage-1 TiTok to pixels."""
 
     mode = "stage2"
@@ -86,11 +85,3 @@ class Stage2Task(PixelTask):
     def reconstruct(self, model: nn.Module, images: torch.Tensor) -> PixelOutput:
         out = model(images)
         return PixelOutput(out.decoded, out.quantizer.loss)
-
-    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        assert isinstance(model, TiTok)
-        return [model.reconstruct(images)]
-
-    def export(self, model: nn.Module, directory: Path) -> Path:
-        assert isinstance(model, TiTok)
-        return model.save_pretrained(directory)
