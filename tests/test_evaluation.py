@@ -145,6 +145,47 @@ def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computa
     assert metrics[f"rFID[{NET}]"] > 0.5  # noise against images (near-identical ones: < 0.05)
 
 
+def test_eval_reconstruction_against_reference_statistics(
+    capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+) -> None:
+    """Statistics of the same split's originals give the same rFID as comparing with them directly."""
+    split = ("--split", "val", "--holdout", HOLDOUT)
+    stats = tmp_path / "val.npz"
+    code, _, _ = run(
+        capsys,
+        *("eval", "reference-stats", "--data", shard, "--image-size", "32", *split),
+        *("--feature-net", classifier_dir, "--out", stats),
+    )
+    assert code == 0
+    base = ("eval", "reconstruction", "--model", tokenizer_dir, "--data", shard, *split)
+    direct, with_file = tmp_path / "direct.json", tmp_path / "file.json"
+    for out, extra in ((direct, ()), (with_file, ("--ref-stats", stats))):
+        code, _, err = run(capsys, *base, "--feature-net", classifier_dir, *extra, "--json-out", out)
+        assert code == 0, err
+    direct_m, file_payload = json.loads(direct.read_text())["metrics"], json.loads(with_file.read_text())
+    assert file_payload["reference"] == {"file": str(stats)}
+    assert file_payload["metrics"][f"rFID[{NET}]"] == pytest.approx(direct_m[f"rFID[{NET}]"], rel=1e-6)
+    # statistics of the whole shard instead: another reference, another figure
+    whole = tmp_path / "all.npz"
+    run(
+        capsys,
+        *("eval", "reference-stats", "--data", shard, "--image-size", "32"),
+        "--feature-net",
+        classifier_dir,
+        "--out",
+        whole,
+    )
+    code, _, _ = run(
+        capsys, *base, "--feature-net", classifier_dir, "--ref-stats", whole, "--json-out", with_file
+    )
+    assert code == 0
+    assert json.loads(with_file.read_text())["metrics"][f"rFID[{NET}]"] != pytest.approx(
+        direct_m[f"rFID[{NET}]"]
+    )
+    code, _, err = run(capsys, *base, "--no-fid", "--ref-stats", stats)
+    assert code == 2 and "--ref-stats" in err
+
+
 def test_eval_reconstruction_of_near_identical_images_scores_as_such(
     capsys, monkeypatch, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:

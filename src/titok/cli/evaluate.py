@@ -219,14 +219,25 @@ def reconstruction(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     fid_method: FidMethodOpt = "sqrtm",
+    ref_stats: Annotated[
+        Path | None,
+        typer.Option(
+            "--ref-stats",
+            help="Compare the reconstructions with these statistics (.npz of `eval reference-stats`) "
+            "instead of the split's originals.",
+        ),
+    ] = None,
     json_out: JsonOutOpt = None,
 ) -> None:
     """rFID, PSNR, SSIM and codebook usage of a tokenizer over a split of a dataset."""
+    if ref_stats is not None and no_fid:
+        raise ConfigError("--ref-stats is for the rFID: drop --no-fid or --ref-stats")
     dev, dt = parse_device(device), parse_dtype(dtype)
     data_split = _split(data, split, holdout, holdout_seed, max_images, num_workers)
     tok, desc = resolve_model(model, preset, dev)
     typer.echo(f"model: {desc}", err=True)
     network = None if no_fid else resolve_feature_network(feature_net, dev, inception_weights, download)
+    reference = load_stats_for(ref_stats, network) if ref_stats is not None and network is not None else None
     metrics = evaluate_reconstruction(
         tok,
         data_split,
@@ -234,12 +245,14 @@ def reconstruction(
         batch_size=batch_size,
         dtype=dt,
         teacher=_teacher(teacher, dev),
+        reference=reference,
         fid_method=_fid_method(fid_method),
     )
     payload = {
         "command": "eval reconstruction",
         "model": desc,
         "data": data_split.describe(),
+        "reference": {"file": str(ref_stats)} if ref_stats is not None else "the split's originals",
         "image_size": tok.config.image_size,
         "dtype": str(dt).removeprefix("torch."),
         **_network_info(network),
