@@ -32,9 +32,13 @@ class TiTokOutput:
     quantizer: QuantizerOutput
 
 
+#: Std of the authors' truncated-normal init of every linear and convolution weight.
+INIT_STD = 0.02
+
+
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear | nn.Conv2d):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.trunc_normal_(module.weight, std=INIT_STD)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
@@ -80,7 +84,7 @@ class TiTok(nn.Module):
             num_proxy_codes=c.num_proxy_codes,
         )
         self.apply(_init_weights)
-        if c.decoder_embed_init_std != 0.02:  # 0.02 is what _init_weights gave it
+        if c.decoder_embed_init_std != INIT_STD:  # otherwise _init_weights already gave it that std
             nn.init.trunc_normal_(self.decoder.decoder_embed.weight, std=c.decoder_embed_init_std)
         self.latent_tokens = nn.Parameter(
             c.encoder_width**-0.5 * torch.randn(c.num_latent_tokens, c.encoder_width)

@@ -19,6 +19,11 @@ from titok.evaluation.token_probe import token_features
 from titok.metrics.feature_stats import FeatureAccumulator, generation_metrics, metric_key
 
 
+def _check_size(tokenizer: Tokenizer, image_size: int) -> None:
+    if tokenizer.image_size != image_size:
+        raise TitokError(f"tokenizer works at {tokenizer.image_size} px, the run at {image_size}")
+
+
 @torch.inference_mode()
 def real_summary(network: torch.nn.Module, split: DataSplit, image_size: int, batch_size: int = 50):
     """Feature statistics of the real images of ``split`` (the FID reference)."""
@@ -46,8 +51,7 @@ def reconstruction_metrics(
         ``(metrics, originals, reconstructions)`` with the first ``keep`` images of each
         (for grids).
     """
-    if tokenizer.image_size != image_size:
-        raise TitokError(f"tokenizer works at {tokenizer.image_size} px, the run at {image_size}")
+    _check_size(tokenizer, image_size)
     first: list[torch.Tensor] = []
     first_rec: list[torch.Tensor] = []
 
@@ -80,8 +84,7 @@ def probe_metrics(
     tokenizer: Tokenizer, train: DataSplit, val: DataSplit, image_size: int, num_classes: int
 ) -> dict[str, float]:
     """Linear-probe top-1 on the frozen tokens, mean-pooled and concatenated."""
-    if tokenizer.image_size != image_size:
-        raise TitokError(f"tokenizer works at {tokenizer.image_size} px, the run at {image_size}")
+    _check_size(tokenizer, image_size)
     train_x, train_y = token_features(tokenizer, train, batch_size=50, progress=False)
     val_x, val_y = token_features(tokenizer, val, batch_size=50, progress=False)
     results: dict[str, float] = {}

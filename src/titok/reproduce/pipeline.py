@@ -58,6 +58,13 @@ def default_data() -> str:
     return str(Path(__file__).resolve().parents[3].parent / "shared" / "data" / "imagenette")
 
 
+def tokenizer_export(run_dir: Path, name: str) -> Path:
+    """Export folder of tokenizer ``name`` in a run folder (a two-stage TiTok's is its stage 2's)."""
+    if name.startswith("vqgan") or name.endswith("-single"):
+        return run_dir / name / "export"
+    return run_dir / f"{name}-stage2" / "export"
+
+
 @dataclass
 class Run:
     """One reproduction run folder.
@@ -169,9 +176,7 @@ class Run:
         return ["vqgan-f8", "vqgan-f16", *[f"titok-k{k}" for k in ks], *[f"titok-k{k}-single" for k in ks]]
 
     def tokenizer_dir(self, name: str) -> Path:
-        if name.startswith("vqgan") or name.endswith("-single"):
-            return self.path(name, "export")
-        return self.path(f"{name}-stage2", "export")
+        return tokenizer_export(self.output, name)
 
     def load_tokenizer(self, name: str):
         from titok.models.grid_tokenizer import GridTokenizer

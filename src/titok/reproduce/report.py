@@ -63,6 +63,7 @@ def _tokens(name: str) -> int:
 
 
 KIND_ORDER = ("1D TiTok two-stage", "1D TiTok single-stage", "2D VQGAN")
+MARKERS = {"1D TiTok two-stage": "o", "1D TiTok single-stage": "^", "2D VQGAN": "s"}
 STAGE_ORDER = (
     "classifier",
     "vqgan",
@@ -106,7 +107,6 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     out = run.path("results")
     names = list(recon)
     series = _series(names)
-    styles = {"2D VQGAN": "s--", "1D TiTok two-stage": "o-", "1D TiTok single-stage": "^-"}
     files = []
 
     fid_key = _key(next(iter(recon.values())), "rFID")
@@ -119,7 +119,10 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     ):
         for kind, members in series:
             ax.plot(
-                [_tokens(n) for n in members], [recon[n][metric] for n in members], styles[kind], label=kind
+                [_tokens(n) for n in members],
+                [recon[n][metric] for n in members],
+                MARKERS[kind] + ("--" if kind == "2D VQGAN" else "-"),
+                label=kind,
             )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("number of tokens")
@@ -132,13 +135,12 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     files.append("reconstruction.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    markers = {"2D VQGAN": "s", "1D TiTok two-stage": "o", "1D TiTok single-stage": "^"}
     for pool, style in (("concat", "-"), ("mean", ":")):
         for kind, members in _series([n for n in names if n in probe]):
             ax.plot(
                 [_tokens(n) for n in members],
                 [probe[n][f"top1_{pool}"] for n in members],
-                markers[kind] + style,
+                MARKERS[kind] + style,
                 label=f"{kind} ({pool})",
             )
     ax.set_xscale("log", base=2)
@@ -220,12 +222,8 @@ def write_report(run: Run) -> Path:
         f"{budget['tokenizer_steps']} steps at batch {budget['batch_size']} (two-stage TiTok: {budget['stage1_steps']} "
         f"steps of stage 1 on the f=8 VQGAN's codes, then {budget['tokenizer_steps'] - budget['stage1_steps']} of "
         "stage 2)"
-        + (
-            f"; single-stage TiTok: {run.budget.single_stage_steps} steps at batch {budget['single_stage_batch']}, "
-            "straight to pixels"
-            if "single_stage_batch" in budget
-            else ""
-        )
+        + f"; single-stage TiTok: {run.budget.single_stage_steps} steps at batch {budget['single_stage_batch']}, "
+        "straight to pixels"
         + f". Generators: {budget['generator_steps']} steps at batch {budget['generator_batch']}.",
         "",
         "## Reconstruction",

@@ -28,6 +28,7 @@ def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the run's default tokenizer and 1D generator into ``dest`` (the package assets folder)."""
     from titok.models.generator import Generator
     from titok.models.titok import TiTok
+    from titok.reproduce.pipeline import tokenizer_export
 
     run = Path(run_dir)
     state = json.loads((run / "state.json").read_text())
@@ -35,8 +36,7 @@ def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     recon = json.loads((run / "results" / "reconstruction.json").read_text())[tokenizer_name]
     dest = Path(dest)
     tok_dir, gen_dir = dest / "models" / NAME, dest / "generators" / NAME
-    folder = tokenizer_name if tokenizer_name.endswith("-single") else f"{tokenizer_name}-stage2"
-    tokenizer = TiTok.from_pretrained(run / folder / "export")
+    tokenizer = TiTok.from_pretrained(tokenizer_export(run, tokenizer_name))
     tokenizer.save_pretrained(tok_dir)
     generator = Generator.from_pretrained(run / "generator-1d" / "export")
     generator.config.tokenizer = NAME
