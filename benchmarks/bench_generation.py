@@ -16,11 +16,17 @@ part, and the load average (the machine may be shared: a high load slows every n
 Usage: ``python benchmarks/bench_generation.py [--sizes l32 b64 s128] [--dtypes float32 bfloat16]
 [--batch 8] [--runs 1] [--threads 2]``; writes ``benchmarks/results/generation.json`` after every
 case (a stopped run keeps the cases done).
+
+``--ceiling`` instead measures what this CPU does in float32 matrix products (a square 2048
+product and the generator's own MLP product for a guided L-32 batch of 8) and the rate a given
+s/image target (``--target``, default 0.3) would need for L-32 tokens; it adds them to the
+results file under ``ceiling`` and runs no generation.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -30,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import RESULTS, write_results  # noqa: E402
 from titok import Generator, TiTok  # noqa: E402
 from titok.models.generator import GeneratorConfig  # noqa: E402
 from titok.models.grid_tokenizer import GridTokenizer  # noqa: E402
@@ -122,6 +128,41 @@ def time_case(size: str, dtype: str, batch: int, runs: int) -> dict:
     }
 
 
+def matmul_gflops(m: int, k: int, n: int, runs: int = 5) -> float:
+    """Best-of-``runs`` float32 GFLOP/s of an (m, k) @ (k, n) product."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(runs))
+    return 2 * m * k * n / best / 1e9
+
+
+def _timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def ceiling(batch: int, target: float) -> dict:
+    """Float32 matrix-product rates here vs the rate ``target`` s/image of L-32 tokens needs."""
+    generator = Generator.from_preset("titok-l32").eval()
+    c = generator.config
+    flops_per_image = generation_flops(generator, batch) / batch
+    rows = 2 * batch * (c.seq_len + 1)  # conditional + unconditional sequences, class token included
+    out = {
+        "fp32_gflops_square_2048": round(matmul_gflops(2048, 2048, 2048, runs=10), 1),
+        f"fp32_gflops_mlp_{rows}x{c.hidden_size}x{c.intermediate_size}": round(
+            matmul_gflops(rows, c.hidden_size, c.intermediate_size, runs=20), 1
+        ),
+        "l32_tokens_gflop_per_image": round(flops_per_image / 1e9, 1),
+        "target_s_per_image": target,
+        "gflops_needed_for_target": round(flops_per_image / target / 1e9, 1),
+        "load_average": load_average(),
+    }
+    for key, value in out.items():
+        print(f"{key}: {value}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
@@ -129,8 +170,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ceiling", action="store_true", help="measure matrix-product rates only")
+    parser.add_argument("--target", type=float, default=0.3, help="s/image target for --ceiling")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ceiling:
+        path = RESULTS / "generation.json"
+        payload = json.loads(path.read_text()) if path.is_file() else {}
+        payload["ceiling"] = {
+            "threads": args.threads,
+            "batch": args.batch,
+            **ceiling(args.batch, args.target),
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
     cases: dict[str, dict] = {}
     payload = {
         "what": "class-conditional generation on the CPU: Generator.generate (published sampling settings) "

@@ -16,6 +16,11 @@ fixed set of Imagenette training images and measures, every ``--every`` steps on
 
 The plateau ends at the first measurement with ``token_sensitivity`` above 0.01.
 
+Variations, each named in the result key: ``--decoder-embed-std``, ``--init-std`` (every weight),
+``--no-quantizer``, ``--commitment``, ``--output-bias`` (output bias started at the training
+marginal: mean colour, or code frequencies for proxy codes), ``--no-latent-bias`` (encoder output
+bias held at zero), ``--lr``.
+
 ``--teacher-entropy`` instead measures how much the proxy codes depend on what a fresh encoder
 can see: the entropy (nats) of the teacher's code at a position, alone and given the image's
 mean brightness (8 bins) or the patch's own mean brightness (4 or 16 bins).
@@ -125,6 +130,8 @@ def build(args: argparse.Namespace, proxy: bool) -> TiTok:
         codebook_size=1024,
         decoder_head="proxy" if proxy else "pixels",
         decoder_embed_init_std=args.decoder_embed_std,
+        init_std=args.init_std,
+        commitment_cost=args.commitment,
     )
     return TiTok(cfg)
 
@@ -138,6 +145,16 @@ def main() -> None:
         "--teacher", default=str(ROOT / "runs" / "imagenette64-default" / "vqgan-f8" / "export")
     )
     parser.add_argument("--decoder-embed-std", type=float, default=0.02, help="0.02: the authors' init")
+    parser.add_argument(
+        "--init-std", type=float, default=0.02, help="std of every linear/conv weight; 0.02: the authors'"
+    )
+    parser.add_argument(
+        "--output-bias", action="store_true", help="start the output bias at the training marginal"
+    )
+    parser.add_argument(
+        "--no-latent-bias", action="store_true", help="hold the encoder's output bias at zero"
+    )
+    parser.add_argument("--commitment", type=float, default=0.25, help="VQ commitment cost (beta)")
     parser.add_argument(
         "--no-quantizer", action="store_true", help="decode the l2-normalised latents directly"
     )
@@ -181,7 +198,18 @@ def main() -> None:
             train_codes = torch.cat([teacher.encode(chunk) for chunk in train.split(256)])
             val_codes = teacher.encode(val)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    if args.output_bias:
+        with torch.no_grad():
+            if proxy:
+                counts = torch.bincount(train_codes.flatten(), minlength=1024).float() + 1.0
+                model.decoder.ffn[-1].bias.copy_((counts / counts.sum()).log())
+            else:
+                model.decoder.conv_out.bias.copy_(train.mean((0, 2, 3)))
+
+    if args.no_latent_bias:
+        model.encoder.conv_out.bias.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: (
@@ -249,6 +277,11 @@ def main() -> None:
 
     name = (
         f"{args.objective}-k{args.tokens}-b{args.batch}-std{args.decoder_embed_std}"
+        f"{'' if args.init_std == 0.02 else f'-init{args.init_std}'}"
+        f"{'' if args.commitment == 0.25 else f'-beta{args.commitment}'}"
+        f"{'-outbias' if args.output_bias else ''}"
+        f"{'-nolatentbias' if args.no_latent_bias else ''}"
+        f"{'' if args.lr == 1e-3 else f'-lr{args.lr:g}'}"
         f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}-steps{args.steps}"
     )
     summary = {

@@ -287,3 +287,17 @@ def test_decoder_embed_init_std_sets_only_that_projection() -> None:
     assert TiTok(wide.config).config.decoder_embed_init_std == 0.3
     with pytest.raises(ConfigError, match="decoder_embed_init_std"):
         TiTokConfig(decoder_embed_init_std=0.0)
+
+
+def test_init_std_sets_every_linear_and_conv_weight() -> None:
+    scaled = TiTok.from_preset("titok-tiny-64", init_std=0.08)
+    authors = TiTok.from_preset("titok-tiny-64")
+    for model, std in ((scaled, 0.08), (authors, 0.02)):
+        assert model.encoder.patch_embed.weight.std().item() == pytest.approx(std, rel=0.15)
+        assert model.decoder.transformer[0].mlp.c_fc.weight.std().item() == pytest.approx(std, rel=0.15)
+    # decoder_embed follows init_std unless given its own std
+    assert scaled.decoder.decoder_embed.weight.std().item() == pytest.approx(0.08, rel=0.15)
+    own = TiTok.from_preset("titok-tiny-64", init_std=0.08, decoder_embed_init_std=0.3)
+    assert own.decoder.decoder_embed.weight.std().item() == pytest.approx(0.3, rel=0.15)
+    with pytest.raises(ConfigError, match="init_std must be > 0"):
+        TiTokConfig(init_std=-1.0)

@@ -141,7 +141,7 @@ def test_torchrun_two_processes_read_different_shards_and_stay_in_sync(tmp_path:
     _check_ranks(tmp_path, steps=1)
 
 
-def test_accelerate_launch_in_sync_then_torchrun_resume_through_the_cli(tmp_path: Path) -> None:
+def test_accelerate_launch_in_sync_then_torchrun_resume_through_the_cli_bit_exactly(tmp_path: Path) -> None:
     launch = [
         str(VENV_BIN / "accelerate"),
         "launch",
@@ -193,6 +193,18 @@ def test_accelerate_launch_in_sync_then_torchrun_resume_through_the_cli(tmp_path
     assert vqgan.config.codebook_size == 256
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+    # The interrupted-and-resumed run ends bit-identical to one that ran its 3 steps straight.
+    straight = tmp_path / "straight"
+    _run(_torchrun(str(Path(__file__).resolve()), str(straight), "3"), REPO)
+    from titok.training.checkpointing import load_tensors
+
+    for part in ("model", "discriminator"):
+        resumed = load_tensors(out / "checkpoint-00000003" / f"{part}.safetensors")
+        uninterrupted = load_tensors(straight / "run" / "checkpoint-00000003" / f"{part}.safetensors")
+        assert resumed.keys() == uninterrupted.keys()
+        for name, value in uninterrupted.items():
+            assert torch.equal(resumed[name], value), f"{part}.{name}: resumed run differs from straight run"
 
 
 if __name__ == "__main__":

@@ -40,10 +40,12 @@ class TiTokConfig:
         legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
         pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
             ``num_proxy_codes`` x ``z_channels``).
+        init_std: std of the truncated-normal init of every linear and convolution weight (the
+            authors use 0.02 at every width). Only affects freshly initialised models.
         decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
-            initialisation. The authors' 0.02 makes a fresh decoder almost blind to its tokens;
-            short small-scale runs leave the mean-image plateau sooner with a larger value (see
-            docs/training.md). Only affects freshly initialised models.
+            initialisation; None: ``init_std``. Both are knobs for studying how fast a small
+            model leaves the mean-image plateau (docs/reproduce.md); larger values did not make
+            it leave sooner there. Only affects freshly initialised models.
     """
 
     image_size: int = 256
@@ -64,7 +66,8 @@ class TiTokConfig:
     num_proxy_codes: int = 1024
     legacy_layout: bool = False
     pixel_decoder: VQGANConfig = field(default_factory=VQGANConfig)
-    decoder_embed_init_std: float = 0.02
+    init_std: float = 0.02
+    decoder_embed_init_std: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_decoder, dict):
@@ -77,8 +80,10 @@ class TiTokConfig:
             raise ConfigError(
                 f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
             )
-        if not self.decoder_embed_init_std > 0:
-            raise ConfigError(f"decoder_embed_init_std must be > 0, got {self.decoder_embed_init_std}")
+        for name in ("init_std", "decoder_embed_init_std"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
         if self.quantize_mode not in QUANTIZE_MODES:
             raise ConfigError(f"quantize_mode: expected one of {QUANTIZE_MODES}, got {self.quantize_mode!r}")
         if self.decoder_head not in DECODER_HEADS:

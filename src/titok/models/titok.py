@@ -32,13 +32,9 @@ class TiTokOutput:
     quantizer: QuantizerOutput
 
 
-#: Std of the authors' truncated-normal init of every linear and convolution weight.
-INIT_STD = 0.02
-
-
-def _init_weights(module: nn.Module) -> None:
+def _init_weights(module: nn.Module, std: float) -> None:
     if isinstance(module, nn.Linear | nn.Conv2d):
-        nn.init.trunc_normal_(module.weight, std=INIT_STD)
+        nn.init.trunc_normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
@@ -83,8 +79,8 @@ class TiTok(nn.Module):
             head="pixels" if c.decoder_head == "pixels" else "proxy",
             num_proxy_codes=c.num_proxy_codes,
         )
-        self.apply(_init_weights)
-        if c.decoder_embed_init_std != INIT_STD:  # otherwise _init_weights already gave it that std
+        self.apply(lambda m: _init_weights(m, c.init_std))
+        if c.decoder_embed_init_std is not None:
             nn.init.trunc_normal_(self.decoder.decoder_embed.weight, std=c.decoder_embed_init_std)
         self.latent_tokens = nn.Parameter(
             c.encoder_width**-0.5 * torch.randn(c.num_latent_tokens, c.encoder_width)

@@ -9,7 +9,8 @@ Architectures (the same in every budget):
   codes, 1024 codes, K latent tokens. Two-stage: stage 1 on the teacher's codes, stage 2 decodes
   through the teacher's decoder (the authors' recipe and initialisation). Single-stage: straight
   to pixels (L2 + GAN), with ``decoder_embed`` initialised at std 0.3 instead of 0.02 (a fresh
-  decoder more sensitive to its tokens; what that changes is measured in docs/reproduce.md).
+  decoder more sensitive to its tokens, meant to shorten the mean-image plateau; measured in
+  docs/reproduce.md not to: at batch 8 neither 0.3 nor 0.02 leaves it within the budget).
 * MaskGIT generators: BERT of width 128, depth 4, 4 heads, same for 1D and 2D tokens.
 """
 
