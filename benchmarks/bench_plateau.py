@@ -19,7 +19,7 @@ The plateau ends at the first measurement with ``token_sensitivity`` above 0.01.
 Variations, each named in the result key: ``--decoder-embed-std``, ``--init-std`` (every weight),
 ``--no-quantizer``, ``--commitment``, ``--output-bias`` (output bias started at the training
 marginal: mean colour, or code frequencies for proxy codes), ``--no-latent-bias`` (encoder output
-bias held at zero), ``--lr``.
+bias held at zero), ``--lr``, ``--center-latents`` (``TiTokConfig.latent_centering``).
 
 ``--teacher-entropy`` instead measures how much the proxy codes depend on what a fresh encoder
 can see: the entropy (nats) of the teacher's code at a position, alone and given the image's
@@ -132,6 +132,7 @@ def build(args: argparse.Namespace, proxy: bool) -> TiTok:
         decoder_embed_init_std=args.decoder_embed_std,
         init_std=args.init_std,
         commitment_cost=args.commitment,
+        latent_centering=args.center_latents,
     )
     return TiTok(cfg)
 
@@ -153,6 +154,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-latent-bias", action="store_true", help="hold the encoder's output bias at zero"
+    )
+    parser.add_argument(
+        "--center-latents", action="store_true", help="model.latent_centering: subtract the mean latent"
     )
     parser.add_argument("--commitment", type=float, default=0.25, help="VQ commitment cost (beta)")
     parser.add_argument(
@@ -282,6 +286,7 @@ def main() -> None:
         f"{'-outbias' if args.output_bias else ''}"
         f"{'-nolatentbias' if args.no_latent_bias else ''}"
         f"{'' if args.lr == 1e-3 else f'-lr{args.lr:g}'}"
+        f"{'-centered' if args.center_latents else ''}"
         f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}-steps{args.steps}"
     )
     summary = {

@@ -301,3 +301,46 @@ def test_init_std_sets_every_linear_and_conv_weight() -> None:
     assert own.decoder.decoder_embed.weight.std().item() == pytest.approx(0.3, rel=0.15)
     with pytest.raises(ConfigError, match="init_std must be > 0"):
         TiTokConfig(init_std=-1.0)
+
+
+def test_latent_centering_uses_the_batch_mean_in_training_and_the_running_mean_after() -> None:
+    from titok.models.centering import LatentCentering
+
+    center = LatentCentering(num_tokens=3, channels=2, momentum=0.5)
+    z = torch.randn(8, 3, 2) + torch.tensor([5.0, -3.0])
+    out = center(z)
+    assert torch.allclose(out.mean(0), torch.zeros(3, 2), atol=1e-5)
+    assert torch.allclose(center.running_mean, 0.5 * z.mean(0))
+    center.eval()
+    one = center(z[:1])
+    assert torch.allclose(one, z[:1] - 0.5 * z.mean(0))  # no batch statistics at inference
+    assert torch.allclose(center(z)[:1], one)
+    with pytest.raises(ValueError, match="momentum"):
+        LatentCentering(3, 2, momentum=0.0)
+    center.train()
+    with pytest.raises(ValueError, match="at least 2 images"):
+        center(z[:1])
+
+
+def test_titok_latent_centering_round_trips_and_is_refused_for_vae(tmp_path) -> None:  # noqa: ANN001
+    from titok.training.tasks.stage2 import freeze_tokenizer
+
+    model = TiTok.from_preset("titok-tiny-32", latent_centering=True)
+    assert "latent_centering.running_mean" in model.state_dict()
+    assert "latent_centering.running_mean" not in TiTok.from_preset("titok-tiny-32").state_dict()
+    images = torch.rand(4, 3, 32, 32)
+    model.train()
+    model(images)  # one training pass moves the running mean
+    assert model.latent_centering is not None and model.latent_centering.running_mean.abs().sum() > 0
+    model.eval()
+    loaded = TiTok.from_pretrained(model.save_pretrained(tmp_path / "m")).eval()
+    assert torch.equal(loaded.encode(images), model.encode(images))
+    assert torch.equal(loaded.encode(images[:1]), model.encode(images)[:1])
+    # stage 2 keeps what makes the tokens fixed, the running mean included
+    before = model.latent_centering.running_mean.clone()
+    model.train()
+    freeze_tokenizer(model)
+    model(images)
+    assert torch.equal(model.latent_centering.running_mean, before)
+    with pytest.raises(ConfigError, match="latent_centering"):
+        TiTokConfig(quantize_mode="vae", latent_centering=True)

@@ -300,6 +300,20 @@ def test_commit_replaces_a_partial_staging_folder(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- recipes and errors
 
 
+def test_latent_centering_recipes_refuse_ema_and_single_image_batches() -> None:
+    single = RECIPES / "tiny_single_stage.yaml"
+    with pytest.raises(ConfigError, match="latent_centering with training.use_ema"):
+        load_recipe(single, ["model.latent_centering=true"])
+    with pytest.raises(ConfigError, match=r"batch_size >= 2, got 1"):
+        load_recipe(
+            single, ["model.latent_centering=true", "training.use_ema=false", "training.batch_size=1"]
+        )
+    ok = load_recipe(single, ["model.latent_centering=true", "training.use_ema=false"])
+    assert ok.model["latent_centering"] is True
+    # stage 2 keeps the stage-1 running mean fixed, so averaging its weights is fine
+    load_recipe(RECIPES / "tiny_stage2.yaml", ["model.latent_centering=true", "init_from=x"], mode="stage2")
+
+
 def test_unknown_keys_and_bad_values_name_the_key(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("mode: vqgan\ndata: {train: x.tar, image_size: 32}\ntraining: {batch_sise: 4}\n")

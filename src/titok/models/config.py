@@ -40,6 +40,9 @@ class TiTokConfig:
         legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
         pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
             ``num_proxy_codes`` x ``z_channels``).
+        latent_centering: subtract the mean latent token (the batch mean in training, a running
+            mean at inference) before quantization, VQ only. Not in the authors' models: it keeps
+            short small-scale runs off the mean-image plateau (see :mod:`titok.models.centering`).
         init_std: std of the truncated-normal init of every linear and convolution weight (the
             authors use 0.02 at every width). Only affects freshly initialised models.
         decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
@@ -66,6 +69,7 @@ class TiTokConfig:
     num_proxy_codes: int = 1024
     legacy_layout: bool = False
     pixel_decoder: VQGANConfig = field(default_factory=VQGANConfig)
+    latent_centering: bool = False
     init_std: float = 0.02
     decoder_embed_init_std: float | None = None
 
@@ -86,6 +90,8 @@ class TiTokConfig:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if self.quantize_mode not in QUANTIZE_MODES:
             raise ConfigError(f"quantize_mode: expected one of {QUANTIZE_MODES}, got {self.quantize_mode!r}")
+        if self.latent_centering and self.quantize_mode != "vq":
+            raise ConfigError(f"latent_centering is for quantize_mode 'vq', got {self.quantize_mode!r}")
         if self.decoder_head not in DECODER_HEADS:
             raise ConfigError(f"decoder_head: expected one of {DECODER_HEADS}, got {self.decoder_head!r}")
         for side in ("encoder", "decoder"):

@@ -12,6 +12,7 @@ from torch import nn
 
 from titok.errors import TitokError
 from titok.images import ImageLike, to_batch
+from titok.models.centering import LatentCentering
 from titok.models.config import TiTokConfig
 from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 from titok.models.vit import TiTokDecoder, TiTokEncoder
@@ -85,6 +86,9 @@ class TiTok(nn.Module):
         self.latent_tokens = nn.Parameter(
             c.encoder_width**-0.5 * torch.randn(c.num_latent_tokens, c.encoder_width)
         )
+        self.latent_centering = (
+            LatentCentering(c.num_latent_tokens, c.token_size) if c.latent_centering else None
+        )
         self.quantize: nn.Module = (
             DiagonalGaussian()
             if vae
@@ -151,7 +155,8 @@ class TiTok(nn.Module):
     # ------------------------------------------------------------------ building blocks
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Continuous latent tokens before quantization: (B, 3, H, W) -> (B, K, C) (2C for VAE)."""
-        return self.encoder(images, self.latent_tokens)
+        z = self.encoder(images, self.latent_tokens)
+        return z if self.latent_centering is None else self.latent_centering(z)
 
     def decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
         """Quantized tokens (B, K, C) -> raw decoder output.

@@ -452,6 +452,16 @@ def _check(recipe: Recipe) -> None:
         if key not in loss_keys:
             raise ConfigError(f"{src}: unknown key 'losses.{key}' (known: {', '.join(sorted(loss_keys))})")
     recipe.loss_config()
+    if recipe.model.get("latent_centering") and recipe.mode in ("stage1", "single_stage"):
+        if t.use_ema:
+            raise ConfigError(
+                f"{src}: model.latent_centering with training.use_ema: the exported (averaged) weights "
+                "would be paired with the running mean of the last weights; set training.use_ema=false"
+            )
+        if t.batch_size < 2:
+            raise ConfigError(
+                f"{src}: model.latent_centering needs training.batch_size >= 2, got {t.batch_size}"
+            )
     if recipe.data.train is None:
         raise ConfigError(f"{src}: 'data.train' is not set (a tar shard pattern, folder or image list)")
 

@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 
 
 def freeze_tokenizer(model: TiTok) -> None:
-    """Freeze what produces the tokens: encoder, latent tokens and quantizer (kept in eval mode)."""
-    for part in (model.encoder, model.quantize):
+    """Freeze what produces the tokens: encoder, latent tokens, latent centering (its running
+    mean then stays as stage 1 left it) and quantizer, kept in eval mode."""
+    parts = [model.encoder, model.quantize]
+    if model.latent_centering is not None:
+        parts.append(model.latent_centering)
+    for part in parts:
         part.requires_grad_(False)
         part.eval()
     model.latent_tokens.requires_grad_(False)
