@@ -130,6 +130,39 @@ def test_a_changed_budget_is_refused_and_redo_reruns_a_stage(tiny_run: Path, ima
     assert Run(copy, get_budget("tiny"), str(imagenette)).done("generator-1d")
 
 
+def test_latent_centering_variant_is_recorded_trained_and_reported(
+    tiny_run: Path, imagenette, tmp_path
+) -> None:
+    with pytest.raises(ConfigError, match="without latent centering, asked with"):
+        Run(tiny_run, get_budget("tiny"), str(imagenette), latent_centering=True)
+    # A centering run whose k=8 TiTok stages are still to train (the others reused from the copy).
+    copy = tmp_path / "centered"
+    shutil.copytree(tiny_run, copy)
+    state = json.loads((copy / "state.json").read_text())
+    state["latent_centering"] = True
+    (copy / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="with latent centering, asked without"):
+        Run(copy, get_budget("tiny"), str(imagenette))
+    redo = ["titok-k8-stage1", "titok-k8-stage2", "titok-k8-single"]
+    lines: list[str] = []
+    report = reproduce_imagenette64(
+        copy, get_budget("tiny"), str(imagenette), echo=lines.append, redo=redo, latent_centering=True
+    )
+    assert sum(line.startswith("[done] titok-k8") for line in lines) == 3
+    for stage in ("titok-k8-stage1", "titok-k8-stage2", "titok-k8-single"):
+        config = json.loads((copy / stage / "export" / "config.json").read_text())["config"]
+        assert config["latent_centering"] is True, stage
+        if stage != "titok-k8-stage2":  # stage 2 may average: its encoder and running mean are frozen
+            assert "use_ema: false" in (copy / stage / "recipe.yaml").read_text(), stage
+    assert (
+        json.loads((copy / "titok-k16-single" / "export" / "config.json").read_text())["config"][
+            "latent_centering"
+        ]
+        is False
+    )
+    assert "--latent-centering" in report.read_text()
+
+
 def test_generator_tokenizer_is_chosen_by_reconstruction_fid() -> None:
     recon = {
         "vqgan-f16": {"rFID[n]": 0.1},

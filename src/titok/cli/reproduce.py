@@ -35,6 +35,13 @@ def reproduce(
             "--ship", help="Afterwards copy the default tokenizer and its generator (float16) here."
         ),
     ] = None,
+    latent_centering: Annotated[
+        bool,
+        typer.Option(
+            "--latent-centering",
+            help="Train the TiTok stages with latent centering (not the authors' recipe; recorded in the run).",
+        ),
+    ] = False,
 ) -> None:
     """Train every tokenizer, generator and the feature network; measure; write report.md."""
     if experiment not in EXPERIMENTS:
@@ -42,7 +49,9 @@ def reproduce(
     from titok.reproduce import get_budget, reproduce_imagenette64
     from titok.reproduce.ship import ship_models
 
-    report = reproduce_imagenette64(output, get_budget(budget), data, echo=typer.echo, redo=redo)
+    report = reproduce_imagenette64(
+        output, get_budget(budget), data, echo=typer.echo, redo=redo, latent_centering=latent_centering
+    )
     typer.echo(f"report: {report}")
     if ship is not None:
         for path in ship_models(output, ship):

@@ -74,12 +74,15 @@ class Run:
         budget: the compute budget.
         data: Imagenette training shards (labelled).
         echo: where progress lines go.
+        latent_centering: train the TiTok stages with latent centering (a recipe variant,
+            recorded; a folder made without it is refused, and the other way round).
     """
 
     output: Path
     budget: Budget
     data: str
     echo: Callable[[str], None] = print
+    latent_centering: bool = False
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -104,8 +107,19 @@ class Run:
             if recorded != current:  # fields added since: record them
                 self.state["budget"] = current
                 self._save()
+            variant = self.state.get("latent_centering", False)
+            if variant != self.latent_centering:
+                raise ConfigError(
+                    f"{self.output}: holds a run {'with' if variant else 'without'} latent centering, "
+                    f"asked {'with' if self.latent_centering else 'without'}; use another output folder"
+                )
         else:
-            self.state = {"budget": self.budget.to_dict(), "data": self.data, "stages": {}}
+            self.state = {
+                "budget": self.budget.to_dict(),
+                "data": self.data,
+                "latent_centering": self.latent_centering,
+                "stages": {},
+            }
             self._save()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -375,11 +389,16 @@ def reproduce_imagenette64(
     data: str | None = None,
     echo=print,
     redo: list[str] | None = None,
+    latent_centering: bool = False,
 ) -> Path:
-    """Run (or continue) every stage; returns the report path. ``redo``: stages to run again."""
+    """Run (or continue) every stage; returns the report path.
+
+    ``redo``: stages to run again; ``latent_centering``: the TiTok recipe variant of :class:`Run`.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
-    run = Run(Path(output), budget, data or default_data(), echo)
+    run = Run(Path(output), budget, data or default_data(), echo, latent_centering)
+    centering = run.latent_centering
     if redo:
         run.redo(redo)
     b = budget
@@ -390,14 +409,20 @@ def reproduce_imagenette64(
     teacher = run.path("vqgan-f8", "export")
     for k in b.token_counts:
         s1, s2 = run.path(f"titok-k{k}-stage1"), run.path(f"titok-k{k}-stage2")
-        run.stage(f"titok-k{k}-stage1", lambda k=k, s1=s1: _train(stage1_recipe(b, run.data, k, teacher, s1)))
+        run.stage(
+            f"titok-k{k}-stage1",
+            lambda k=k, s1=s1: _train(stage1_recipe(b, run.data, k, teacher, s1, centering)),
+        )
         run.stage(
             f"titok-k{k}-stage2",
             lambda s1=s1, s2=s2: _train(stage2_recipe(b, run.data, s1 / "export", teacher, s2)),
         )
     for k in b.token_counts:
         out = run.path(f"titok-k{k}-single")
-        run.stage(f"titok-k{k}-single", lambda k=k, out=out: _train(single_stage_recipe(b, run.data, k, out)))
+        run.stage(
+            f"titok-k{k}-single",
+            lambda k=k, out=out: _train(single_stage_recipe(b, run.data, k, out, centering)),
+        )
     run.stage("eval-reconstruction", lambda: stage_eval_reconstruction(run))
     run.stage("eval-probe", lambda: stage_eval_probe(run))
     for which in ("1d", "2d"):

@@ -11,6 +11,8 @@ Architectures (the same in every budget):
   to pixels (L2 + GAN), with ``decoder_embed`` initialised at std 0.3 instead of 0.02 (a fresh
   decoder more sensitive to its tokens, meant to shorten the mean-image plateau; measured in
   docs/reproduce.md not to: at batch 8 neither 0.3 nor 0.02 leaves it within the budget).
+* ``centering=True`` (``titok reproduce --latent-centering``): the TiTok stages with
+  ``model.latent_centering`` and without weight averaging; not the authors' recipe.
 * MaskGIT generators: BERT of width 128, depth 4, 4 heads, same for 1D and 2D tokens.
 """
 
@@ -88,13 +90,21 @@ def vqgan_recipe(budget: Budget, data: str, factor: int, output: Path) -> Recipe
     return load_recipe(RECIPES / "tiny_vqgan.yaml", overrides, mode="vqgan")
 
 
-def stage1_recipe(budget: Budget, data: str, tokens: int, teacher: Path, output: Path) -> Recipe:
+def _centering(centering: bool) -> list[str]:
+    """Latent centering (not the authors'); its running mean does not go with weight averaging."""
+    return ["model.latent_centering=true", "training.use_ema=false"] if centering else []
+
+
+def stage1_recipe(
+    budget: Budget, data: str, tokens: int, teacher: Path, output: Path, centering: bool = False
+) -> Recipe:
     """TiTok with ``tokens`` latent tokens, stage 1 on the teacher's codes."""
     overrides = [
         *TITOK_MODEL,
         f"model.num_latent_tokens={tokens}",
         f"teacher={teacher}",
         *_common(budget, data, output, budget.stage1_steps, budget.batch_size),
+        *_centering(centering),
     ]
     return load_recipe(RECIPES / "tiny_stage1.yaml", overrides, mode="stage1")
 
@@ -113,7 +123,9 @@ def stage2_recipe(budget: Budget, data: str, stage1: Path, teacher: Path, output
 SINGLE_STAGE_DECODER_EMBED_STD = 0.3
 
 
-def single_stage_recipe(budget: Budget, data: str, tokens: int, output: Path) -> Recipe:
+def single_stage_recipe(
+    budget: Budget, data: str, tokens: int, output: Path, centering: bool = False
+) -> Recipe:
     """TiTok with ``tokens`` latent tokens straight to pixels, same images as the other tokenizers."""
     overrides = [
         *TITOK_MODEL,
@@ -121,6 +133,7 @@ def single_stage_recipe(budget: Budget, data: str, tokens: int, output: Path) ->
         f"model.decoder_embed_init_std={SINGLE_STAGE_DECODER_EMBED_STD}",
         *_common(budget, data, output, budget.single_stage_steps, budget.single_stage_batch),
         f"losses.discriminator_start={budget.single_stage_discriminator_start}",
+        *_centering(centering),
     ]
     return load_recipe(RECIPES / "tiny_single_stage.yaml", overrides, mode="single_stage")
 

@@ -182,6 +182,7 @@ def write_report(run: Run) -> Path:
     """Write ``<run>/report.md`` from the run's results."""
     state = run.state
     budget = state["budget"]
+    centering = state.get("latent_centering", False)
     results = run.path("results")
     recon = json.loads((results / "reconstruction.json").read_text())
     probe = json.loads((results / "probe.json").read_text())
@@ -206,7 +207,13 @@ def write_report(run: Run) -> Path:
         f"with seed 0 for validation{limit}). "
         f"Total wall time {total / 60:.1f} min on {platform.machine()} (torch threads of each stage in the "
         "stages table, where recorded), "
-        f"torch {torch.__version__}. Reproduce with `titok reproduce imagenette64 -o RUN --budget {budget['name']}`.",
+        f"torch {torch.__version__}. Reproduce with `titok reproduce imagenette64 -o RUN --budget {budget['name']}"
+        f"{' --latent-centering' if centering else ''}`."
+        + (
+            " TiTok stages with latent centering (not the authors' recipe) and without weight averaging."
+            if centering
+            else ""
+        ),
         "",
         "## Stages",
         "",
