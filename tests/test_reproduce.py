@@ -154,6 +154,8 @@ def test_latent_centering_variant_is_recorded_trained_and_reported(
         assert config["latent_centering"] is True, stage
         if stage != "titok-k8-stage2":  # stage 2 may average: its encoder and running mean are frozen
             assert "use_ema: false" in (copy / stage / "recipe.yaml").read_text(), stage
+    single = json.loads((copy / "titok-k8-single" / "export" / "config.json").read_text())["config"]
+    assert single["decoder_embed_init_std"] is None  # the authors' init with centering (0.3 without)
     assert (
         json.loads((copy / "titok-k16-single" / "export" / "config.json").read_text())["config"][
             "latent_centering"

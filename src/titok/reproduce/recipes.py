@@ -12,7 +12,8 @@ Architectures (the same in every budget):
   decoder more sensitive to its tokens, meant to shorten the mean-image plateau; measured in
   docs/reproduce.md not to: at batch 8 neither 0.3 nor 0.02 leaves it within the budget).
 * ``centering=True`` (``titok reproduce --latent-centering``): the TiTok stages with
-  ``model.latent_centering`` and without weight averaging; not the authors' recipe.
+  ``model.latent_centering``, stage 1 and single-stage without weight averaging, and the
+  single-stage ``decoder_embed`` at the authors' std 0.02; not the authors' recipe.
 * MaskGIT generators: BERT of width 128, depth 4, 4 heads, same for 1D and 2D tokens.
 """
 
@@ -130,7 +131,8 @@ def single_stage_recipe(
     overrides = [
         *TITOK_MODEL,
         f"model.num_latent_tokens={tokens}",
-        f"model.decoder_embed_init_std={SINGLE_STAGE_DECODER_EMBED_STD}",
+        # With centering, the authors' 0.02 (the variant was measured that way).
+        *([] if centering else [f"model.decoder_embed_init_std={SINGLE_STAGE_DECODER_EMBED_STD}"]),
         *_common(budget, data, output, budget.single_stage_steps, budget.single_stage_batch),
         f"losses.discriminator_start={budget.single_stage_discriminator_start}",
         *_centering(centering),
