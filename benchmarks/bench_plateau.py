@@ -221,18 +221,19 @@ def main() -> None:
         ),
     )
 
-    def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Decoder output, quantizer loss, code ids (None without quantizer), latents."""
         z = model.encode_latents(images)
         if args.no_quantizer:
-            return model.decode_latents(F.normalize(z, dim=-1)), z.new_zeros(()), None
+            return model.decode_latents(F.normalize(z, dim=-1)), z.new_zeros(()), None, z
         q = model.quantize(z)
-        return model.decode_latents(q.quantized), q.loss, q.indices
+        return model.decode_latents(q.quantized), q.loss, q.indices, z
 
     @torch.no_grad()
     def measure() -> dict[str, float | None]:
         model.eval()
-        out, _, ids = forward(val)
-        latents = F.normalize(model.encode_latents(val), dim=-1)
+        out, _, ids, z = forward(val)
+        latents = F.normalize(z, dim=-1)
         tokens = latents if ids is None else model.quantize.lookup(ids)
         perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(1))
         swapped = model.decode_latents(tokens[perm])
@@ -271,7 +272,7 @@ def main() -> None:
         if step == args.steps:
             break
         index = torch.randint(0, len(train), (args.batch,), generator=rng)
-        out, q_loss, _ = forward(train[index])
+        out, q_loss, _, _ = forward(train[index])
         target_loss = F.cross_entropy(out, train_codes[index]) if proxy else F.mse_loss(out, train[index])
         opt.zero_grad(set_to_none=True)
         (target_loss + q_loss).backward()
