@@ -13,13 +13,13 @@ from PIL import Image
 
 from titok import TiTok
 from titok.cli import main
-from titok.samples import extract_samples
+from titok.samples import bundled_samples_dir, extract_samples
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory, imagenette) -> list[Path]:
-    """Four real Imagenette JPEGs (224 px) taken from the shared shards."""
-    return extract_samples(imagenette, tmp_path_factory.mktemp("samples"), 4)
+def samples(tmp_path_factory) -> list[Path]:
+    """Four real photographs (256 px JPEGs) from the samples bundled with the package."""
+    return extract_samples(bundled_samples_dir(), tmp_path_factory.mktemp("samples"), 4)
 
 
 @pytest.fixture(scope="module")
@@ -146,13 +146,44 @@ def test_bad_options_are_clear(capsys, samples: list[Path]) -> None:
     assert code == 2 and "titok-l33" in err
 
 
-def test_demo_runs_offline_on_the_default_model(
-    capsys, tmp_path: Path, imagenette: Path, monkeypatch
+def test_bundled_samples_are_small_licensed_photographs() -> None:
+    folder = bundled_samples_dir()
+    images = sorted(p for p in folder.iterdir() if p.suffix == ".jpg")
+    assert len(images) >= 8
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 2**20
+    sources = (folder / "SOURCES.md").read_text()
+    for p in images:
+        assert f"`{p.name}`" in sources, p.name
+        with Image.open(p) as img:
+            assert img.mode == "RGB" and min(img.size) >= 64
+
+
+def test_demo_uses_the_bundled_samples_by_default(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, stdout, err = run(
-        capsys, "demo", "-o", str(tmp_path / "demo"), "--data", str(imagenette), "-n", "3"
-    )
+    monkeypatch.delenv("TITOK_SAMPLE_DATA", raising=False)
+    code, stdout, err = run(capsys, "demo", "-o", str(tmp_path / "demo"), "-n", "3", "--per-class", "0")
     assert code == 0, err
+    bundled = sorted(p.stem for p in bundled_samples_dir().glob("*.jpg"))[:3]
+    assert sorted(p.stem for p in (tmp_path / "demo" / "inputs").iterdir()) == bundled
     assert len(list((tmp_path / "demo" / "reconstructions").glob("*.png"))) == 3
-    assert "mean PSNR" in stdout
+    assert f"from {bundled_samples_dir()}" in stdout and "mean PSNR" in stdout
+
+
+def test_demo_data_option_and_environment_override_the_bundled_samples(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    mine, env = tmp_path / "mine", tmp_path / "env"
+    for folder, color in ((mine, (200, 30, 30)), (env, (30, 30, 200))):
+        folder.mkdir()
+        for i in range(2):
+            Image.new("RGB", (80, 70), color).save(folder / f"{folder.name}{i}.png")
+    monkeypatch.setenv("TITOK_SAMPLE_DATA", str(env))
+    code, _, err = run(capsys, "demo", "-o", str(tmp_path / "a"), "--per-class", "0")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "a" / "inputs").iterdir()) == ["env0.png", "env1.png"]
+    code, _, err = run(capsys, "demo", "-o", str(tmp_path / "b"), "--data", str(mine), "--per-class", "0")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "b" / "inputs").iterdir()) == ["mine0.png", "mine1.png"]

@@ -62,9 +62,10 @@ def test_generator_loads_offline_and_matches_its_tokenizer() -> None:
     assert torch.equal(tokens, gen.generate(torch.tensor([0, 9]), seed=0))
 
 
-def test_demo_reconstructs_and_generates_a_grid_per_class(tmp_path, imagenette) -> None:
+def test_demo_reconstructs_and_generates_a_grid_per_class(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("TITOK_SAMPLE_DATA", raising=False)
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--data", str(imagenette), "-n", "2", "--per-class", "1"]) == 0
+    assert main(["demo", "-o", str(out), "-n", "2", "--per-class", "1"]) == 0
     assert len(list((out / "reconstructions").glob("*.png"))) == 2
     grid = out / "generated" / "grid.png"
     assert grid.is_file()

@@ -1,4 +1,4 @@
-"""Sample images for demos: the first images of a WebDataset shard folder or an image folder."""
+"""Sample images for demos: the bundled photographs, a WebDataset shard folder or an image folder."""
 
 from __future__ import annotations
 
@@ -12,17 +12,15 @@ from titok.errors import DataError
 from titok.images import IMAGE_EXTENSIONS
 
 
-def default_sample_data() -> Path | None:
-    """``shared/data/imagenette`` beside the project checkout or the working folder, if present."""
+def bundled_samples_dir() -> Path:
+    """Folder of the sample photographs shipped in the package (licenses in its SOURCES.md)."""
+    return Path(__file__).resolve().parent / "assets" / "samples"
+
+
+def default_sample_data() -> Path:
+    """``$TITOK_SAMPLE_DATA`` if set, else the bundled sample photographs."""
     env = os.environ.get("TITOK_SAMPLE_DATA")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for base in (Path.cwd(), *here.parents):
-        candidate = base.parent / "shared" / "data" / "imagenette"
-        if candidate.is_dir():
-            return candidate
-    return None
+    return Path(env) if env else bundled_samples_dir()
 
 
 def extract_samples(source: Path, out_dir: Path, count: int) -> list[Path]:
@@ -59,4 +57,4 @@ def extract_samples(source: Path, out_dir: Path, count: int) -> list[Path]:
     return written
 
 
-__all__ = ["default_sample_data", "extract_samples"]
+__all__ = ["bundled_samples_dir", "default_sample_data", "extract_samples"]

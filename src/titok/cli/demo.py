@@ -13,7 +13,6 @@ import typer
 
 from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
-from titok.errors import DataError
 from titok.pretrained import builtin_generators_dir
 from titok.samples import default_sample_data, extract_samples
 
@@ -29,7 +28,7 @@ def demo(
         typer.Option(
             "--data",
             help="Shard folder or image folder to take samples from "
-            "(default: shared/data/imagenette beside the checkout, or $TITOK_SAMPLE_DATA).",
+            "(default: $TITOK_SAMPLE_DATA, else the sample photographs bundled with titok).",
         ),
     ] = None,
     count: Annotated[int, typer.Option("--count", "-n", min=1, help="Number of sample images.")] = 8,
@@ -40,11 +39,6 @@ def demo(
 ) -> None:
     """Reconstruct sample images with the default model and write the results under OUTPUT."""
     source = data or default_sample_data()
-    if source is None:
-        raise DataError(
-            "no sample images found: pass --data FOLDER (image files or WebDataset .tar shards) "
-            "or set TITOK_SAMPLE_DATA"
-        )
     inputs = extract_samples(source, output / "inputs", count)
     typer.echo(f"sample images: {len(inputs)} from {source}")
     reconstruct(inputs, output=output / "reconstructions", model=model)
