@@ -13,6 +13,7 @@ import typer
 
 from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
+from titok.cli.progress import QuietOpt
 from titok.pretrained import builtin_generators_dir
 from titok.samples import default_sample_data, extract_samples
 
@@ -36,15 +37,18 @@ def demo(
     per_class: Annotated[
         int, typer.Option("--per-class", min=0, help="Generated images per class (0: no generation).")
     ] = 4,
+    quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct sample images with the default model and write the results under OUTPUT."""
     source = data or default_sample_data()
     inputs = extract_samples(source, output / "inputs", count)
     typer.echo(f"sample images: {len(inputs)} from {source}")
-    reconstruct(inputs, output=output / "reconstructions", model=model)
+    reconstruct(inputs, output=output / "reconstructions", model=model, quiet=quiet)
     if per_class == 0:
         return
     if model is not None or not builtin_generator_installed():
         typer.echo("generation skipped: the built-in generator is not installed (or --model was given)")
         return
-    generate(classes=None, num=per_class, output=output / "generated", model=None, tokenizer=None)
+    generate(
+        classes=None, num=per_class, output=output / "generated", model=None, tokenizer=None, quiet=quiet
+    )

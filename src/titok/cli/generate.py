@@ -10,16 +10,15 @@ Output: one PNG per image, ``<label>_<class>_<i>.png``, and ``grid.png`` with on
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
-from tqdm import tqdm
 
 from titok.class_names import imagenet_classes, resolve_class
 from titok.cli.options import DeviceOpt, DtypeOpt, parse_device, parse_dtype
+from titok.cli.progress import QuietOpt, progress_bar
 from titok.errors import TitokError
 from titok.images import tensor_to_pil
 from titok.models.generator import Generator
@@ -112,6 +111,7 @@ def generate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 16,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    quiet: QuietOpt = False,
 ) -> None:
     """Generate images per class; write PNGs and a grid (one row per class).
 
@@ -154,7 +154,7 @@ def generate(
     rng = torch.Generator(device=dev)
     rng.manual_seed(seed)
     images = []
-    with tqdm(total=len(all_labels), desc="generate", unit="img", file=sys.stderr) as bar:
+    with progress_bar(len(all_labels), "generate", quiet) as bar:
         for start in range(0, len(all_labels), batch_size):
             chunk = all_labels[start : start + batch_size]
             with torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32):

@@ -26,6 +26,7 @@ from titok.cli.options import (
     parse_dtype,
     resolve_model,
 )
+from titok.cli.progress import QuietOpt, progress_bar, say
 from titok.errors import ImageError
 from titok.images import list_images, open_image, pil_to_tensor, resize_center_crop, tensor_to_pil
 from titok.metrics.image_quality import psnr
@@ -43,7 +44,7 @@ def _load_batches(
         try:
             img = open_image(p)
         except ImageError as exc:
-            tqdm.write(f"error: {exc}", file=sys.stderr)
+            say(bar, f"error: {exc}", file=sys.stderr)
             bar.update(1)
             continue
         done_paths.append(p)
@@ -55,10 +56,6 @@ def _load_batches(
         yield done_paths, torch.stack(done)
 
 
-def _progress(total: int, desc: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="img", disable=total < 2, file=sys.stderr)
-
-
 def tokenize(
     inputs: InputsArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .npz file.")] = Path("tokens.npz"),
@@ -67,6 +64,7 @@ def tokenize(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     batch_size: BatchOpt = 16,
+    quiet: QuietOpt = False,
 ) -> None:
     """Encode images into 1D token sequences and save them as .npz.
 
@@ -79,7 +77,7 @@ def tokenize(
     typer.echo(f"model: {desc}", err=True)
     kept: list[str] = []
     chunks: list[torch.Tensor] = []
-    with _progress(len(paths), "tokenize") as bar:
+    with progress_bar(len(paths), "tokenize", quiet) as bar:
         for batch_paths, images in _load_batches(paths, tok.config.image_size, batch_size, bar):
             chunks.append(tok.encode(images, batch_size=batch_size, dtype=dt).cpu())
             kept.extend(str(p) for p in batch_paths)
@@ -106,6 +104,7 @@ def reconstruct(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     batch_size: BatchOpt = 8,
+    quiet: QuietOpt = False,
 ) -> None:
     """Encode and decode images; write original|reconstruction PNGs and print PSNR per image."""
     dev, dt = parse_device(device), parse_dtype(dtype)
@@ -114,7 +113,7 @@ def reconstruct(
     typer.echo(f"model: {desc}", err=True)
     output.mkdir(parents=True, exist_ok=True)
     done, scores = 0, []
-    with _progress(len(paths), "reconstruct") as bar:
+    with progress_bar(len(paths), "reconstruct", quiet) as bar:
         for batch_paths, images in _load_batches(paths, tok.config.image_size, batch_size, bar):
             recon = tok.reconstruct(images, batch_size=batch_size, dtype=dt).cpu()
             values = psnr(recon, images)
@@ -122,7 +121,8 @@ def reconstruct(
                 pair = torch.cat([orig, rec], dim=2)
                 name = output / f"{p.stem}_reconstruction.png"
                 tensor_to_pil(pair).save(name)
-                tqdm.write(f"{p}\tPSNR {float(value):.2f} dB\t-> {name}")
+                if not quiet:
+                    say(bar, f"{p}\tPSNR {float(value):.2f} dB\t-> {name}")
                 scores.append(float(value))
             done += len(batch_paths)
             bar.update(len(batch_paths))
