@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from titok.cli_train import recipes_dir, resolve_recipe
+from titok.cli.recipes import recipes_dir, resolve_recipe
 from titok.errors import ConfigError
 from titok.training import load_recipe, make_task
 from titok.training.config import MODES

@@ -1,164 +1,17 @@
-"""``titok train``: tokenizer training commands (one per mode), on Accelerate.
+"""``python -m titok.cli_train``: the ``titok train`` commands under their documented module name.
 
-Each command takes a recipe and dotted overrides::
-
-    titok train vqgan        --config tiny_vqgan.yaml data.train=/data/shards
-    titok train stage1       --config titok_l32_stage1.yaml training.batch_size=64 --resume
-    titok train stage2       --config titok_l32_stage2.yaml init_from=runs/l32-stage1/export
-    titok train single-stage --config tiny_single_stage_vae.yaml --output-dir runs/vae
-
-``--config`` is a YAML file or the name of a packaged recipe (``titok_l32_stage1``, ``tiny_vqgan``,
-...). The same entry runs under ``torchrun --nproc_per_node N -m titok.cli_train ...`` and
-``accelerate launch [--num_processes N] -m titok.cli_train ...`` for several processes or machines.
+Multi-process launchers run a module, e.g. ``accelerate launch -m titok.cli_train stage1 ...`` or
+``torchrun --nproc_per_node N -m titok.cli_train stage1 ...``; the commands live in
+:mod:`titok.cli.train`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-from pathlib import Path
 
-import typer
+from titok.cli.train import app, main
 
-from titok.errors import TitokError
-
-app = typer.Typer(
-    name="train",
-    help="Train TiTok tokenizers (and their VQGAN teacher) from a YAML recipe with dotted overrides.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-_CONFIG_HELP = "Recipe: a YAML file or a packaged recipe name (e.g. tiny_stage1, titok_l32_stage1)."
-_OVERRIDES_HELP = "Recipe overrides section.key=value, e.g. training.batch_size=64 data.train=/data/train.tar"
-_RESUME_HELP = "Continue exactly from the latest checkpoint in the output folder (fresh start if none)."
-_OUTPUT_HELP = "Run folder (overrides experiment.output_dir)."
-
-
-def recipes_dir() -> Path:
-    """Folder of the packaged recipes."""
-    return Path(__file__).resolve().parent / "recipes"
-
-
-def resolve_recipe(config: str) -> Path:
-    """A recipe path: the file itself, else the packaged recipe of that name."""
-    path = Path(config)
-    if path.is_file():
-        return path
-    packaged = recipes_dir() / (config if config.endswith(".yaml") else f"{config}.yaml")
-    if packaged.is_file():
-        return packaged
-    from titok.errors import ConfigError
-
-    known = ", ".join(sorted(p.stem for p in recipes_dir().glob("*.yaml")))
-    raise ConfigError(f"{config}: no such recipe file nor packaged recipe (packaged: {known})")
-
-
-def _configure_logging() -> None:
-    main = os.environ.get("RANK", "0") == "0"
-    logging.basicConfig(
-        level=logging.INFO if main else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def run_mode(
-    mode: str, config: str, overrides: list[str] | None, resume: bool, output_dir: Path | None
-) -> None:
-    """Load the recipe for ``mode`` and train it; prints where the results are."""
-    from titok.training import load_recipe, make_task, train
-
-    recipe = load_recipe(resolve_recipe(config), overrides or [], mode=mode)
-    _configure_logging()
-    result = train(make_task(recipe), resume=resume, output_dir=output_dir)
-    if os.environ.get("RANK", "0") == "0":
-        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(result.skipped.items())) or "none"
-        typer.echo(
-            f"trained {mode} to step {result.step} in {result.output_dir} (skipped samples: {skipped})"
-        )
-        if result.export_dir is not None:
-            typer.echo(f"exported model: {result.export_dir}")
-
-
-@app.command("vqgan")
-def vqgan(
-    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
-    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP),
-    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
-    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help=_OUTPUT_HELP),
-) -> None:
-    """Train a 2D VQGAN teacher from scratch (for data or resolutions the published one does not fit)."""
-    run_mode("vqgan", config, overrides, resume, output_dir)
-
-
-@app.command("stage1")
-def stage1(
-    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
-    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP),
-    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
-    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help=_OUTPUT_HELP),
-) -> None:
-    """Stage 1: learn to predict the teacher VQGAN's codes (cross-entropy + quantizer loss)."""
-    run_mode("stage1", config, overrides, resume, output_dir)
-
-
-@app.command("stage2")
-def stage2(
-    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
-    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP),
-    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
-    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help=_OUTPUT_HELP),
-) -> None:
-    """Stage 2: frozen encoder and quantizer; decoder and pixel decoder trained to pixels with a GAN."""
-    run_mode("stage2", config, overrides, resume, output_dir)
-
-
-@app.command("single-stage")
-def single_stage(
-    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
-    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP),
-    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
-    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help=_OUTPUT_HELP),
-) -> None:
-    """Single-stage baseline: TiTok trained straight to pixels from scratch (VQ or VAE tokens)."""
-    run_mode("single_stage", config, overrides, resume, output_dir)
-
-
-def _register_other_modes() -> None:
-    """``titok train generator`` (MaskGIT on pretokenized tokens) and ``titok train classifier``."""
-    from titok.cli.evaluate import train_classifier_command
-    from titok.cli.train_generator import generator
-
-    app.command("generator")(generator)
-    app.command("classifier")(train_classifier_command)
-
-
-_register_other_modes()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``train`` app; a user error prints one line ``error: ...`` and returns 2."""
-    try:
-        app(args=argv, prog_name="titok train", standalone_mode=False)
-    except TitokError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
-
+__all__ = ["app", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,8 @@
 """Root of the ``titok`` command: sub-commands are registered here.
 
-User errors (:class:`titok.errors.TitokError`) print one line on stderr and exit with 2; any
-other exception is a bug and keeps its traceback.
+Every command module imports only the core dependencies at start-up; training, data-streaming and
+evaluation modules are imported inside the commands that use them, so ``titok --help`` and the
+inference commands work on a core install (see :mod:`titok.cli.run` for errors and exit codes).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 import typer
 
-from titok.errors import TitokError
+from titok.cli.run import run_app
 
 app = typer.Typer(
     name="titok",
@@ -22,8 +23,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from titok.cli import catalog, demo, generate, inference, pretokenize
-    from titok.cli.evaluate import bench, eval_app
+    from titok.cli import catalog, demo, evaluate, generate, inference, pretokenize, reproduce, train
 
     app.command("demo")(demo.demo)
     app.command("presets")(catalog.presets)
@@ -32,17 +32,10 @@ def _register() -> None:
     app.command("reconstruct")(inference.reconstruct)
     app.command("pretokenize")(pretokenize.pretokenize)
     app.command("generate")(generate.generate)
-    app.add_typer(eval_app, name="eval")
-    app.command("bench")(bench)
-    from titok.cli.reproduce import reproduce
-
-    app.command("reproduce")(reproduce)
-    try:
-        from titok.cli_train import app as train_app
-    except ImportError:  # training extras not installed
-        train_app = None
-    if train_app is not None:
-        app.add_typer(train_app, name="train", help="Train tokenizers (and generators).")
+    app.add_typer(evaluate.eval_app, name="eval")
+    app.command("bench")(evaluate.bench)
+    app.command("reproduce")(reproduce.reproduce)
+    app.add_typer(train.app, name="train", help="Train tokenizers (and generators).")
 
 
 _register()
@@ -50,25 +43,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``titok`` script; returns the exit code."""
-    try:
-        # Outside standalone mode click hands back the code of a typer.Exit instead of exiting.
-        code = app(args=argv, standalone_mode=False)
-    except TitokError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return code if isinstance(code, int) else 0
+    return run_app(app, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 import typer
@@ -45,21 +45,11 @@ from titok.cli.options import (
     resolve_model,
 )
 from titok.errors import ConfigError
-from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
-from titok.evaluation.feature_networks import network_fingerprint, resolve_feature_network
-from titok.evaluation.generation import evaluate_generation
-from titok.evaluation.linear_probe import LinearProbeConfig
-from titok.evaluation.reconstruction import DataSplit, evaluate_reconstruction
-from titok.evaluation.reference_stats import (
-    cached_reference_stats,
-    compute_reference_stats,
-    load_stats_for,
-    save_stats,
-)
-from titok.evaluation.throughput import benchmark
-from titok.evaluation.token_probe import probe_tokenizer
-from titok.models.titok import TiTok
-from titok.models.vqgan import VQGAN
+
+if TYPE_CHECKING:
+    from titok.evaluation.reconstruction import DataSplit
+    from titok.models.titok import TiTok
+    from titok.models.vqgan import VQGAN
 
 eval_app = typer.Typer(
     name="eval",
@@ -122,6 +112,8 @@ def _fid_method(name: str) -> Literal["sqrtm", "eigh"]:
 def _split(
     data: str, split: str, holdout: int, holdout_seed: int, max_images: int | None, workers: int
 ) -> DataSplit:
+    from titok.evaluation.reconstruction import DataSplit
+
     if split not in ("all", "train", "val"):
         raise ConfigError(f"--split: expected all, train or val, got {split!r}")
     return DataSplit(data, split, holdout, holdout_seed, max_images, workers)  # type: ignore[arg-type]
@@ -192,6 +184,8 @@ def _report(payload: dict[str, Any], json_out: Path | None) -> None:
 
 
 def _network_info(network: torch.nn.Module | None) -> dict[str, Any]:
+    from titok.evaluation.feature_networks import network_fingerprint
+
     if network is None:
         return {"feature_network": None}
     return {"feature_network": network.name, "feature_network_fingerprint": network_fingerprint(network)}
@@ -230,6 +224,10 @@ def reconstruction(
     json_out: JsonOutOpt = None,
 ) -> None:
     """rFID, PSNR, SSIM and codebook usage of a tokenizer over a split of a dataset."""
+    from titok.evaluation.feature_networks import resolve_feature_network
+    from titok.evaluation.reconstruction import evaluate_reconstruction
+    from titok.evaluation.reference_stats import load_stats_for
+
     if ref_stats is not None and no_fid:
         raise ConfigError("--ref-stats is for the rFID: drop --no-fid or --ref-stats")
     dev, dt = parse_device(device), parse_dtype(dtype)
@@ -303,6 +301,10 @@ def generation(
     json_out: JsonOutOpt = None,
 ) -> None:
     """gFID and IS of class-balanced samples against reference statistics; writes the ADM .npz."""
+    from titok.evaluation.feature_networks import resolve_feature_network
+    from titok.evaluation.generation import evaluate_generation
+    from titok.evaluation.reference_stats import cached_reference_stats, load_stats_for
+
     if generator is None:
         raise ConfigError("--generator is required (a generator preset, folder or weights file)")
     if (ref_stats is None) == (ref_data is None):
@@ -385,6 +387,10 @@ def probe(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Linear probe of the frozen encoder's K latent tokens (before quantisation): val top-1."""
+    from titok.evaluation.linear_probe import LinearProbeConfig
+    from titok.evaluation.reconstruction import DataSplit
+    from titok.evaluation.token_probe import probe_tokenizer
+
     if pool not in ("mean", "concat"):
         raise ConfigError(f"--pool: expected mean or concat, got {pool!r}")
     if optimizer not in ("adamw", "sgd"):
@@ -438,6 +444,9 @@ def reference_stats(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Compute reference statistics (mu, sigma, count, feature network) of a dataset."""
+    from titok.evaluation.feature_networks import network_fingerprint, resolve_feature_network
+    from titok.evaluation.reference_stats import compute_reference_stats, save_stats
+
     dev = parse_device(device)
     data_split = _split(data, split, holdout, holdout_seed, max_images, num_workers)
     network = resolve_feature_network(feature_net, dev, inception_weights, download)
@@ -466,6 +475,8 @@ def bench(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Encode, decode (and generate) throughput in images/s: warm-up, then the median of several runs."""
+    from titok.evaluation.throughput import benchmark
+
     dev, dt = parse_device(device), parse_dtype(dtype)
     tok, desc = resolve_model(model, preset, dev)
     gen, gen_desc = resolve_generator(generator, generator_preset, tok, dev) if generator else (None, None)
@@ -548,6 +559,8 @@ def train_classifier_command(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Train a small classifier to serve as an offline FID/IS feature network (--feature-net OUT)."""
+    from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
+
     dev = parse_device(device)
     config = ClassifierTrainingConfig(
         data=data,

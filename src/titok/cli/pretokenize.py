@@ -16,8 +16,6 @@ from titok.cli.options import (
     parse_dtype,
     resolve_model,
 )
-from titok.data.loader import DataConfig
-from titok.pretokenize import pretokenize as run_pretokenize
 
 
 def pretokenize(
@@ -40,6 +38,9 @@ def pretokenize(
     ] = False,
 ) -> None:
     """Encode a dataset into 1D token arrays with labels (and of the flipped images)."""
+    from titok.data.loader import DataConfig
+    from titok.pretokenize import pretokenize as run_pretokenize
+
     tok, desc = resolve_model(model, preset, parse_device(device))
     typer.echo(f"model: {desc}", err=True)
     cfg = DataConfig(

@@ -15,10 +15,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from titok.training.engine import TrainResult
+from titok.cli.recipes import resolve_recipe
+
+if TYPE_CHECKING:
+    from titok.training.engine import TrainResult
 
 _CONFIG_HELP = "Recipe: a YAML file or a packaged recipe name (tiny_generator, generator_titok_l32, ...)."
 _OVERRIDES_HELP = "Recipe overrides section.key=value, e.g. data.train=runs/tokens training.batch_size=64"
@@ -34,7 +38,6 @@ def train_generator(
     Prints where the run and the exported model are (on the main process) and returns the
     engine's :class:`~titok.training.engine.TrainResult`.
     """
-    from titok.cli_train import resolve_recipe
     from titok.training.config import load_recipe
     from titok.training.tasks.generator import run_generator_training
 
