@@ -12,17 +12,55 @@ missing, unexpected and mis-shaped names, so a wrong file is never half-loaded.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file
 
 from titok.errors import CheckpointError
 
 #: Most names listed in a mismatch message, per category.
 _MAX_NAMES_SHOWN = 12
+
+#: Version of the ``config.json`` written by :func:`save_model`.
+FORMAT_VERSION = 1
+#: Weight files of a model folder, in the order they are looked for.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def save_model(module: torch.nn.Module, directory: str | os.PathLike[str], kind: str, config: dict) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for ``module`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {"library": "titok", "kind": kind, "format_version": FORMAT_VERSION, "config": config}
+    (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+def weights_in(folder: Path) -> Path:
+    """The weights file of a model folder (see :data:`WEIGHT_FILES`)."""
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: no weights file ({' or '.join(WEIGHT_FILES)})")
+
+
+def build_and_load(build: Callable[[], ModuleT], weights: Path, source: str) -> ModuleT:
+    """``build()`` on the meta device, filled strictly from ``weights``; returned in eval mode."""
+    state = read_state_dict(weights)
+    with torch.device("meta"):
+        model = build()
+    load_strict(model, state, source)
+    return model.eval()
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -118,16 +118,19 @@ class TiTok(nn.Module):
         """Load weights: a preset name, a hub repo id, a local folder or a weights file.
 
         A single weights file (``.safetensors``, ``.bin``) needs ``preset`` to know its
-        architecture. Loading is strict: see :mod:`titok.pretrained`.
+        architecture. Where the files are found: :mod:`titok.tokenizer_files`; loading is strict
+        (:func:`titok.checkpoints.load_strict`).
         """
-        from titok.pretrained import load_tokenizer
+        from titok.checkpoints import build_and_load
+        from titok.tokenizer_files import find_tokenizer
 
-        model = load_tokenizer(name_or_path, preset=preset)
+        files = find_tokenizer(name_or_path, preset=preset)
+        model = build_and_load(lambda: cls(files.config), files.weights, files.source)
         return model.to(device) if device is not None else model
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to ``directory``; returns the folder."""
-        from titok.pretrained import save_model
+        from titok.checkpoints import save_model
 
         return save_model(self, directory, kind="tokenizer", config=self.config.to_dict())
 
