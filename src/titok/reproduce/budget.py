@@ -16,6 +16,7 @@ plateau, see docs/reproduce.md).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from titok.errors import ConfigError
@@ -135,6 +136,14 @@ BUDGETS: dict[str, Budget] = {
         grid_images=4,
     ),
 }
+
+
+def token_count(name: str) -> int:
+    """K of a TiTok tokenizer name (``titok-k32``, ``titok-k32-single``)."""
+    match = re.fullmatch(r"titok-k(\d+)(-single)?", name)
+    if match is None:
+        raise ConfigError(f"not a TiTok tokenizer name: {name!r}")
+    return int(match.group(1))
 
 
 def get_budget(name: str) -> Budget:

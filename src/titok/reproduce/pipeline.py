@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import torch
 from titok.class_names import IMAGENETTE_CLASSES
 from titok.errors import ConfigError
 from titok.evaluation.reconstruction import DataSplit
-from titok.reproduce.budget import IMAGE_SIZE, Budget
+from titok.reproduce.budget import IMAGE_SIZE, Budget, token_count
 from titok.reproduce.recipes import (
     generator_recipe,
     single_stage_recipe,
@@ -234,14 +233,6 @@ def stage_classifier(run: Run) -> dict[str, Any]:
     )
     result = train_classifier(config, run.path("classifier"), resume=True, progress=True)
     return {"val_top1": result.val_top1}
-
-
-def token_count(name: str) -> int:
-    """K of a TiTok tokenizer name (``titok-k32``, ``titok-k32-single``)."""
-    match = re.fullmatch(r"titok-k(\d+)(-single)?", name)
-    if match is None:
-        raise ConfigError(f"not a TiTok tokenizer name: {name!r}")
-    return int(match.group(1))
 
 
 def choose_generator_tokenizer(recon: dict[str, dict[str, float]]) -> str:

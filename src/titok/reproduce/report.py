@@ -11,16 +11,22 @@ import json
 import math
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from titok.images import tensor_to_pil
-from titok.reproduce.pipeline import token_count
+from titok.reproduce.budget import Budget, token_count
 from titok.training.monitor import image_grid
 
-if TYPE_CHECKING:
-    from titok.reproduce.pipeline import Run
+
+class Run(Protocol):
+    """What the report reads of a run (:class:`titok.reproduce.pipeline.Run`): its folder and state."""
+
+    budget: Budget
+    state: dict[str, Any]
+
+    def path(self, *parts: str) -> Path: ...
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
