@@ -133,6 +133,7 @@ def build(args: argparse.Namespace, proxy: bool) -> TiTok:
         init_std=args.init_std,
         commitment_cost=args.commitment,
         latent_centering=args.center_latents,
+        dead_code_threshold=args.dead_code_threshold,
     )
     return TiTok(cfg)
 
@@ -157,6 +158,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--center-latents", action="store_true", help="model.latent_centering: subtract the mean latent"
+    )
+    parser.add_argument(
+        "--dead-code-threshold",
+        type=float,
+        default=0.0,
+        help="model.dead_code_threshold: restart codes whose running usage falls below it (0: off)",
     )
     parser.add_argument("--commitment", type=float, default=0.25, help="VQ commitment cost (beta)")
     parser.add_argument(
@@ -253,6 +260,7 @@ def main() -> None:
             "token_sensitivity": float(change / (val - val[perm]).pow(2).mean()),
             "latent_spread": float(latents.var(0).sum(-1).mean()),
             "codes": float(-1 if ids is None else ids.unique().numel()),
+            "perplexity": None if ids is None else math.exp(_entropy(ids.flatten())),
             "code_accuracy": accuracy,
         }
 
@@ -288,6 +296,8 @@ def main() -> None:
         f"{'-nolatentbias' if args.no_latent_bias else ''}"
         f"{'' if args.lr == 1e-3 else f'-lr{args.lr:g}'}"
         f"{'-centered' if args.center_latents else ''}"
+        f"{'' if args.warmup == 20 else f'-warmup{args.warmup}'}"
+        f"{f'-restart{args.dead_code_threshold:g}' if args.dead_code_threshold else ''}"
         f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}-steps{args.steps}"
     )
     summary = {

@@ -344,3 +344,50 @@ def test_titok_latent_centering_round_trips_and_is_refused_for_vae(tmp_path) -> 
     assert torch.equal(model.latent_centering.running_mean, before)
     with pytest.raises(ConfigError, match="latent_centering"):
         TiTokConfig(quantize_mode="vae", latent_centering=True)
+
+
+def test_dead_code_restart_initialises_the_codebook_from_the_batch_latents() -> None:
+    vq = VectorQuantizer(16, 4, dead_code_threshold=0.1).train()
+    z = torch.randn(2, 8, 4)
+    out = vq(z)
+    # Every code starts dead: all 16 were restarted on latents of this batch (normalised).
+    latents = torch.nn.functional.normalize(z, dim=-1).reshape(-1, 4)
+    codes = vq.embedding.weight.detach()
+    assert all((latents - c).norm(dim=1).min() < 1e-6 for c in codes)
+    assert torch.equal(vq.restart.usage, torch.ones(16))
+    # The returned ids were matched against the restarted codebook.
+    assert torch.equal(out.indices, vq.nearest(z))
+    out.loss.backward()  # the restart did not break the autograd graph
+
+
+def test_dead_code_restart_replaces_only_codes_whose_usage_fell_below_the_threshold() -> None:
+    vq = VectorQuantizer(4, 2, use_l2_norm=False, dead_code_threshold=0.5, usage_decay=0.5).train()
+    with torch.no_grad():
+        vq.embedding.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]))
+        vq.restart.usage.fill_(1.0)
+    z = torch.tensor([[[1.0, 0.1], [0.1, 1.0]]]).repeat(4, 1, 1)  # only codes 0 and 1 are used
+    vq(z)
+    # usage: used codes 0.5 + 0.5 * 2 = 1.5, unused 0.5 (not below 0.5): nothing restarted yet.
+    assert torch.allclose(vq.restart.usage, torch.tensor([1.5, 1.5, 0.5, 0.5]))
+    assert torch.equal(vq.embedding.weight[2:], torch.tensor([[-1.0, 0.0], [0.0, -1.0]]))
+    vq(z)  # unused codes fall to 0.25: restarted on batch latents, usage reset to 1
+    assert torch.equal(vq.restart.usage[2:], torch.ones(2))
+    for row in vq.embedding.weight[2:].detach():
+        assert any(torch.equal(row, v) for v in z.reshape(-1, 2))
+    assert torch.equal(vq.embedding.weight[:2], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    vq.eval()
+    before = vq.embedding.weight.detach().clone()
+    vq(-z)
+    assert torch.equal(vq.embedding.weight, before)  # no restarts at inference
+
+
+def test_dead_code_restart_is_in_the_state_dict_only_when_on_and_validated() -> None:
+    on = TiTok.from_preset("titok-tiny-32", dead_code_threshold=0.03)
+    assert "quantize.restart.usage" in on.state_dict()
+    assert "quantize.restart.usage" not in TiTok.from_preset("titok-tiny-32").state_dict()
+    with pytest.raises(ConfigError, match="dead_code_threshold"):
+        TiTok.from_preset("titok-tiny-32", dead_code_threshold=-1.0)
+    with pytest.raises(ConfigError, match="dead_code_threshold"):
+        TiTok.from_preset("titok-tiny-32", quantize_mode="vae", dead_code_threshold=0.03)
+    with pytest.raises(ConfigError, match="code_usage_decay"):
+        TiTok.from_preset("titok-tiny-32", code_usage_decay=1.0)

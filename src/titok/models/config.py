@@ -40,6 +40,11 @@ class TiTokConfig:
         legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
         pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
             ``num_proxy_codes`` x ``z_channels``).
+        dead_code_threshold: 0 (the authors' quantizer) or restart codes whose running usage falls
+            below it on latents of the current batch, VQ only; this also initialises the codebook
+            from the encoder's outputs at the first step. Not in the authors' models: it keeps a
+            small model's codebook in use (see :class:`titok.models.quantizers.DeadCodeRestart`).
+        code_usage_decay: decay of the running usage that ``dead_code_threshold`` reads.
         latent_centering: subtract the mean latent token (the batch mean in training, a running
             mean at inference) before quantization, VQ only. Not in the authors' models: it keeps
             short small-scale runs off the mean-image plateau (see :mod:`titok.models.centering`).
@@ -69,6 +74,8 @@ class TiTokConfig:
     num_proxy_codes: int = 1024
     legacy_layout: bool = False
     pixel_decoder: VQGANConfig = field(default_factory=VQGANConfig)
+    dead_code_threshold: float = 0.0
+    code_usage_decay: float = 0.99
     latent_centering: bool = False
     init_std: float = 0.02
     decoder_embed_init_std: float | None = None
@@ -90,6 +97,12 @@ class TiTokConfig:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if self.quantize_mode not in QUANTIZE_MODES:
             raise ConfigError(f"quantize_mode: expected one of {QUANTIZE_MODES}, got {self.quantize_mode!r}")
+        if self.dead_code_threshold < 0:
+            raise ConfigError(f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
+        if not 0.0 < self.code_usage_decay < 1.0:
+            raise ConfigError(f"code_usage_decay must be in (0, 1), got {self.code_usage_decay}")
+        if self.dead_code_threshold > 0 and self.quantize_mode != "vq":
+            raise ConfigError(f"dead_code_threshold is for quantize_mode 'vq', got {self.quantize_mode!r}")
         if self.latent_centering and self.quantize_mode != "vq":
             raise ConfigError(f"latent_centering is for quantize_mode 'vq', got {self.quantize_mode!r}")
         if self.decoder_head not in DECODER_HEADS:

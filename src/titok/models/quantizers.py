@@ -47,10 +47,24 @@ class VectorQuantizer(nn.Module):
         commitment_cost: beta of the commitment loss.
         use_l2_norm: normalise latents and codes to unit length before matching and decoding,
             so the nearest code is the one of highest cosine similarity.
+        dead_code_threshold: 0 (the authors' quantizer) or the usage below which a code is
+            "dead" and restarted, in training, on a latent drawn from the current batch. Usage is
+            a running average (``usage_decay``) of each code's share of the batch's tokens times
+            ``codebook_size`` (1.0: used as often as under uniform use). All codes start dead, so
+            the first training step also initialises the codebook from the encoder's outputs; a
+            restarted code gets usage 1.0, so it has ``log(1 / threshold) / (1 - decay)`` steps
+            to be chosen before it is restarted again. See :class:`DeadCodeRestart`.
+        usage_decay: decay of that running average.
     """
 
     def __init__(
-        self, codebook_size: int, code_dim: int, commitment_cost: float = 0.25, use_l2_norm: bool = True
+        self,
+        codebook_size: int,
+        code_dim: int,
+        commitment_cost: float = 0.25,
+        use_l2_norm: bool = True,
+        dead_code_threshold: float = 0.0,
+        usage_decay: float = 0.99,
     ) -> None:
         super().__init__()
         self.codebook_size = codebook_size
@@ -58,6 +72,11 @@ class VectorQuantizer(nn.Module):
         self.use_l2_norm = use_l2_norm
         self.embedding = nn.Embedding(codebook_size, code_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        self.restart = (
+            DeadCodeRestart(codebook_size, dead_code_threshold, usage_decay)
+            if dead_code_threshold > 0
+            else None
+        )
 
     def codebook(self) -> torch.Tensor:
         """The codebook as used for matching: (codebook_size, C), normalised if l2 mode."""
@@ -83,6 +102,10 @@ class VectorQuantizer(nn.Module):
         """Quantize latents (B, N, C) with a straight-through estimator."""
         z = z.float()
         indices = self.nearest(z)
+        if self.restart is not None and self.training:
+            matched = F.normalize(z, dim=-1) if self.use_l2_norm else z
+            if self.restart(self.embedding.weight, indices, matched.detach()):
+                indices = self.nearest(z)
         q = self.lookup(indices)
         if self.use_l2_norm:
             z = F.normalize(z, dim=-1)
@@ -96,6 +119,56 @@ class VectorQuantizer(nn.Module):
             codebook_loss=codebook,
             commitment_loss=commitment,
         )
+
+
+class DeadCodeRestart(nn.Module):
+    """Restart codes that the encoder no longer chooses on latents of the current batch.
+
+    Keeps ``usage`` (codebook_size,), a running average of each code's share of the tokens
+    (times codebook_size). After each training batch the codes whose usage is below
+    ``threshold`` are overwritten with latents drawn at random from the batch and their usage is
+    reset to 1. With several processes the counts are summed over processes and the new codes
+    come from process 0, so every replica keeps the same codebook.
+
+    Args:
+        codebook_size: number of codes.
+        threshold: usage below which a code is restarted (> 0).
+        decay: decay of the running average, in (0, 1).
+    """
+
+    def __init__(self, codebook_size: int, threshold: float, decay: float = 0.99) -> None:
+        super().__init__()
+        if not threshold > 0:
+            raise ValueError(f"dead-code threshold must be > 0, got {threshold}")
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"usage decay must be in (0, 1), got {decay}")
+        self.threshold = threshold
+        self.decay = decay
+        self.register_buffer("usage", torch.zeros(codebook_size))
+
+    @torch.no_grad()
+    def forward(self, codebook: torch.Tensor, indices: torch.Tensor, latents: torch.Tensor) -> int:
+        """Update usage with ``indices`` (B, N); restart dead rows of ``codebook`` in place.
+
+        ``latents`` (B, N, C) are the batch's latents as matched (normalised in l2 mode).
+        Returns the number of codes restarted.
+        """
+        n = self.usage.numel()
+        counts = torch.bincount(indices.flatten(), minlength=n).float()
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            torch.distributed.all_reduce(counts)
+        self.usage.mul_(self.decay).add_(counts * (n / counts.sum().clamp(min=1.0)), alpha=1 - self.decay)
+        dead = (self.usage < self.threshold).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        flat = latents.reshape(-1, latents.shape[-1])
+        new = flat[torch.randint(len(flat), (dead.numel(),), device=flat.device)].to(codebook.dtype)
+        if distributed:
+            torch.distributed.broadcast(new, src=0)
+        codebook[dead] = new
+        self.usage[dead] = 1.0
+        return int(dead.numel())
 
 
 class DiagonalGaussian(nn.Module):

@@ -92,7 +92,14 @@ class TiTok(nn.Module):
         self.quantize: nn.Module = (
             DiagonalGaussian()
             if vae
-            else VectorQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm)
+            else VectorQuantizer(
+                c.codebook_size,
+                c.token_size,
+                c.commitment_cost,
+                c.use_l2_norm,
+                dead_code_threshold=c.dead_code_threshold,
+                usage_decay=c.code_usage_decay,
+            )
         )
         if c.decoder_head == "vqgan":
             self.pixel_quantize = VectorQuantizer(

@@ -44,4 +44,7 @@ class SingleStageTask(TiTokPixelTask):
         logs = {}
         if q.codebook_loss is not None and q.commitment_loss is not None:
             logs = {"codebook": q.codebook_loss.detach(), "commitment": q.commitment_loss.detach()}
+        if q.indices is not None:
+            # Distinct codes in this batch: a collapsing codebook shows here first.
+            logs["codes_in_batch"] = torch.tensor(float(q.indices.unique().numel()))
         return PixelOutput(out.decoded, q.loss, logs=logs)
