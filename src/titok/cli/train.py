@@ -10,7 +10,7 @@ Each command takes a recipe and dotted overrides::
 ``--config`` is a YAML file or the name of a packaged recipe (``titok_l32_stage1``, ``tiny_vqgan``,
 ...). The same entry runs under ``torchrun --nproc_per_node N -m titok.cli_train ...`` and
 ``accelerate launch [--num_processes N] -m titok.cli_train ...`` for several processes or machines
-(``titok.cli_train`` is this module under its documented name; ``-m titok.cli.train`` works too).
+(``titok.cli_train`` is this module under its documented name).
 
 The training stack (Accelerate, WebDataset, TensorBoard: the ``train`` extra) is imported when a
 command runs, so ``titok train --help`` works on a core install and a missing extra is one line.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import typer
@@ -126,6 +125,3 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["app", "main", "recipes_dir", "resolve_recipe", "run_mode"]
-
-if __name__ == "__main__":
-    sys.exit(main())
