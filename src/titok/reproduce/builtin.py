@@ -1,0 +1,222 @@
+"""The run that makes the built-in ``imagenette64`` models: one TiTok, its controls, its generator.
+
+Stages, each recorded in ``<run>/state.json`` with its wall time and skipped when done:
+
+* ``classifier``: the feature network of rFID/gFID/IS and of the class-assignment check;
+* ``titok-k32-single``: the tokenizer, recipe ``imagenette64_titok`` (TiTok straight to pixels,
+  latent centering and dead-code restarts);
+* ``vqgan-f8``: the 2D control, a VQGAN with 8 x 8 = 64 tokens trained with the same L2 loss (no GAN),
+  for ``control_steps`` steps at the same batch (its checkpoints give the comparison at equal
+  numbers of training images);
+* ``eval-reconstruction``, ``eval-probe``: PSNR, SSIM, rFID, codebook use and linear probes on
+  the 500 held-out images, for both tokenizers;
+* ``tokens-1d``, ``generator-1d``: the MaskGIT generator on the TiTok's tokens of the train split;
+* ``eval-generation``: gFID/IS and the share of samples that the classifier assigns to the
+  requested class (and the same share for real held-out images).
+
+Usage::
+
+    python -m titok.reproduce.builtin -o runs/imagenette64-builtin [--stages classifier ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from titok.class_names import IMAGENETTE_CLASSES
+from titok.reproduce.budget import IMAGE_SIZE, Budget
+from titok.reproduce.pipeline import (
+    Run,
+    _reconstruct,
+    _reference,
+    _train,
+    default_data,
+    stage_classifier,
+    stage_generator,
+    stage_tokens,
+)
+from titok.reproduce.recipes import RECIPES
+from titok.training.config import Recipe, load_recipe
+
+TOKENIZER = "titok-k32-single"
+CONTROL = "vqgan-f8"
+
+#: Steps and sizes of the built-in run (tokenizer steps are the recipe's).
+BUILTIN = Budget(
+    name="builtin",
+    token_counts=(32,),
+    batch_size=32,
+    tokenizer_steps=6000,
+    stage1_steps=1,
+    single_stage_batch=32,
+    generator_steps=3000,
+    generator_batch=64,
+    classifier_epochs=4,
+    generated_images=500,
+)
+STAGES = (
+    "classifier",
+    TOKENIZER,
+    CONTROL,
+    "eval-reconstruction",
+    "eval-probe",
+    "tokens-1d",
+    "generator-1d",
+    "eval-generation",
+)
+
+
+def tokenizer_recipe(run: Run) -> Recipe:
+    return load_recipe(
+        RECIPES / "imagenette64_titok.yaml",
+        [f"data.train={run.data}", f"experiment.output_dir={run.path(TOKENIZER)}"],
+        mode="single_stage",
+    )
+
+
+def control_recipe(run: Run, steps: int) -> Recipe:
+    """The 2D VQGAN f=8 of the reproduction, trained like the TiTok: L2 only, same batch and schedule shape."""
+    overrides = [
+        "model.channel_mult=[1,2,2,4]",
+        "model.hidden_channels=32",
+        "model.num_res_blocks=1",
+        "model.z_channels=32",
+        "model.codebook_size=1024",
+        f"data.train={run.data}",
+        f"data.image_size={IMAGE_SIZE}",
+        "data.holdout=500",
+        "data.holdout_seed=0",
+        "losses.perceptual_loss=none",
+        "losses.perceptual_weight=0.0",
+        "losses.discriminator_start=100000000",
+        f"training.batch_size={run.budget.batch_size}",
+        f"training.max_train_steps={steps}",
+        "lr_scheduler.warmup_steps=300",
+        "lr_scheduler.end_lr=1.0e-5",
+        f"experiment.output_dir={run.path(CONTROL)}",
+        "experiment.save_every=250",
+        "experiment.keep_last=40",
+        "experiment.log_every=50",
+        "experiment.image_every=1000",
+    ]
+    return load_recipe(RECIPES / "tiny_vqgan.yaml", overrides, mode="vqgan")
+
+
+def stage_eval_reconstruction(run: Run) -> dict[str, Any]:
+    from titok.reproduce.report import save_grid
+
+    net = run.feature_network()
+    val = run.val_split(run.budget.eval_images)
+    reference = _reference(run, net)
+    results = {}
+    for name in (TOKENIZER, CONTROL):
+        metrics, originals, recs = _reconstruct(run, run.load_tokenizer(name), val, net, reference)
+        results[name] = metrics
+        save_grid(originals, run.path("results", "originals.png"))
+        save_grid(recs, run.path("results", f"reconstructions-{name}.png"))
+        run.echo(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    run.write_json("reconstruction.json", results)
+    return {}
+
+
+def stage_eval_probe(run: Run) -> dict[str, Any]:
+    from titok.reproduce.measure import probe_metrics
+
+    train = run.train_split(run.budget.probe_train_images)
+    val = run.val_split(run.budget.eval_images)
+    results = {
+        name: probe_metrics(run.load_tokenizer(name), train, val, IMAGE_SIZE, len(IMAGENETTE_CLASSES))
+        for name in (TOKENIZER, CONTROL)
+    }
+    run.write_json("probe.json", results)
+    return {}
+
+
+@torch.inference_mode()
+def class_agreement(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of ``images`` that the classifier ``network`` assigns to their ``labels``."""
+    hits = 0
+    for chunk, want in zip(images.split(100), labels.split(100), strict=True):
+        hits += int((network(chunk)[1].argmax(1) == want).sum())
+    return hits / len(labels)
+
+
+def stage_eval_generation(run: Run) -> dict[str, Any]:
+    from titok.evaluation.reconstruction import split_batches
+    from titok.models.generator import Generator
+    from titok.reproduce.measure import generation_metrics_for, generation_speed
+    from titok.reproduce.report import save_grid
+
+    b = run.budget
+    classes = len(IMAGENETTE_CLASSES)
+    net = run.feature_network()
+    reference = _reference(run, net)
+    tok = run.load_tokenizer(TOKENIZER)
+    gen = Generator.from_pretrained(run.path("generator-1d", "export")).eval()
+    metrics, images = generation_metrics_for(gen, tok, net, reference, b.generated_images, classes)
+    labels = torch.arange(len(images)) % classes
+    real_images, real_labels = [], []
+    for batch in split_batches(
+        run.val_split(b.eval_images), IMAGE_SIZE, 100, progress=False, require_labels=True
+    ):
+        real_images.append(batch["image"])
+        real_labels.append(batch["label"])
+    results = {
+        "tokenizer": TOKENIZER,
+        **metrics,
+        "class_agreement": class_agreement(net, images, labels),
+        "class_agreement_real_heldout": class_agreement(net, torch.cat(real_images), torch.cat(real_labels)),
+        **generation_speed(gen, tok, classes, b.speed_batch, b.speed_runs),
+    }
+    per_class = 8
+    order = torch.cat([torch.arange(c, len(images), classes)[:per_class] for c in range(classes)])
+    save_grid(images[order], run.path("results", "samples-1d.png"), nrow=per_class)
+    run.write_json("generation.json", {"1d": results})
+    run.echo("  " + ", ".join(f"{k} {v}" for k, v in results.items()))
+    return {}
+
+
+def run_builtin(
+    output: str | Path, data: str | None = None, stages: list[str] | None = None, control_steps: int = 2000
+) -> Run:
+    """Run (or continue) the chosen stages (all by default) in ``output``."""
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    run = Run(Path(output), BUILTIN, data or default_data())
+    todo = {
+        "classifier": lambda: stage_classifier(run),
+        TOKENIZER: lambda: _train(tokenizer_recipe(run)),
+        CONTROL: lambda: {**_train(control_recipe(run, control_steps)), "control_steps": control_steps},
+        "eval-reconstruction": lambda: stage_eval_reconstruction(run),
+        "eval-probe": lambda: stage_eval_probe(run),
+        "tokens-1d": lambda: stage_tokens(run, "1d"),
+        "generator-1d": lambda: stage_generator(run, "1d"),
+        "eval-generation": lambda: stage_eval_generation(run),
+    }
+    for name in STAGES:
+        if stages is None or name in stages:
+            run.stage(name, todo[name])
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--data", default=None, help="Imagenette shards (default: ../shared or $TITOK_DATA)")
+    parser.add_argument("--stages", nargs="*", default=None, help=f"some of: {' '.join(STAGES)}")
+    parser.add_argument("--control-steps", type=int, default=2000)
+    args = parser.parse_args()
+    run = run_builtin(args.output, args.data, args.stages, args.control_steps)
+    print(json.dumps({k: v.get("seconds") for k, v in run.state["stages"].items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
