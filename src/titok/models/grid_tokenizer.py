@@ -9,8 +9,10 @@ exposes the same inference calls as :class:`~titok.models.titok.TiTok` (``encode
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from torch import nn
 from titok.errors import TitokError
 from titok.images import ImageLike, to_batch
 from titok.models.vqgan import VQGAN
+from titok.precision import precision
 
 
 class GridTokenizer(nn.Module):
@@ -61,9 +64,9 @@ class GridTokenizer(nn.Module):
     def is_vae(self) -> bool:
         return False
 
-    def _autocast(self, dtype: torch.dtype | None) -> torch.autocast:
-        enabled = dtype is not None and dtype != torch.float32
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=enabled)
+    def _autocast(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+        """The precision rule of :mod:`titok.precision`, as for :class:`~titok.models.titok.TiTok`."""
+        return precision(self.device.type, dtype)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder output before quantization: images (B, 3, S, S) -> (B, N, z_channels)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +19,7 @@ from titok.models.config import TiTokConfig
 from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 from titok.models.vit import TiTokDecoder, TiTokEncoder
 from titok.models.vqgan import VQGANDecoder
+from titok.precision import precision
 
 
 @dataclass
@@ -202,9 +205,10 @@ class TiTok(nn.Module):
         return self.quantize.lookup(tokens.long())
 
     # ------------------------------------------------------------------ inference API
-    def _autocast(self, dtype: torch.dtype | None) -> torch.autocast:
-        enabled = dtype is not None and dtype != torch.float32
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=enabled)
+    def _autocast(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+        """The precision of an inference call (:func:`titok.precision.precision`): None follows the
+        caller's autocast, float32 forces full precision, bfloat16 autocasts to it."""
+        return precision(self.device.type, dtype)
 
     def _check_tokens_shape(self, tokens: torch.Tensor) -> None:
         k = self.config.num_latent_tokens
@@ -229,7 +233,8 @@ class TiTok(nn.Module):
                 of those. Inputs not at ``image_size`` are resized (shorter side) and
                 center-cropped, see :mod:`titok.images`.
             batch_size: images per forward pass.
-            dtype: autocast dtype (``torch.bfloat16``) or None/float32 for full precision.
+            dtype: ``torch.bfloat16`` autocasts the encoder to it, ``torch.float32`` forces full
+                precision, None follows the caller (its autocast, if it opened one).
             sample: VAE only: draw from the posterior instead of taking its mean.
 
         Returns:
@@ -254,7 +259,7 @@ class TiTok(nn.Module):
         """Tokens (B, K) (VQ ids) or latents (B, K, C) (VAE) -> images (B, 3, H, W) in [0, 1].
 
         A stage-1 model ("proxy" head) has no pixel decoder: decode its proxy codes with the
-        teacher VQGAN (:meth:`decode_proxy_codes`).
+        teacher VQGAN (:meth:`decode_proxy_codes`). ``dtype`` as for :meth:`encode`.
         """
         if self.config.decoder_head == "proxy":
             raise TitokError(
