@@ -94,7 +94,9 @@ def test_titok_encode_and_decode_follow_the_rule(tiny_titok, caller, dtype, runs
 @pytest.mark.parametrize(("caller", "dtype", "runs_in"), RULE)
 def test_grid_tokenizer_follows_the_rule(caller, dtype, runs_in):
     torch.manual_seed(0)
-    config = VQGANConfig(channel_mult=(1, 1), hidden_channels=32, num_res_blocks=1, z_channels=8, codebook_size=32)
+    config = VQGANConfig(
+        channel_mult=(1, 1), hidden_channels=32, num_res_blocks=1, z_channels=8, codebook_size=32
+    )
     model = GridTokenizer(VQGAN(config), 16).eval()
     x = torch.rand(1, 3, 16, 16)
     tokens = model.encode(x)
