@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 
 from titok.class_names import imagenet_classes, resolve_class
 from titok.errors import CheckpointError, ConfigError, TitokError
-from titok.models import generator as generator_module
 from titok.models.generator import (
     GENERATOR_PRESETS,
     BertGenerator,
@@ -23,6 +22,7 @@ from titok.models.generator import (
     generator_config_from_json,
     generator_from_state_dict,
 )
+from titok.models.generator import model as generator_module
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official-state-dicts.json"
 PUBLISHED = {

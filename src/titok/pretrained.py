@@ -1,5 +1,6 @@
 """Loading pretrained models: tokenizers (see :mod:`titok.tokenizer_files` for where they are
-found) and the MaskGIT-VQGAN teacher; the folders of the models shipped with the package.
+found) and the MaskGIT-VQGAN teacher; the folders of the models shipped with the package
+(generators: :mod:`titok.models.generator.pretrained`).
 
 All loading is strict (:func:`titok.checkpoints.load_strict`).
 """
@@ -13,17 +14,13 @@ from pathlib import Path
 from titok import hub
 from titok.checkpoints import FORMAT_VERSION, WEIGHT_FILES, build_and_load, save_model, weights_in
 from titok.errors import CheckpointError
+from titok.models.generator.pretrained import builtin_generators_dir
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN, VQGANConfig
 from titok.tokenizer_files import builtin_models_dir, config_from_json
 
 #: Where the authors publish the MaskGIT-VQGAN used for proxy codes.
 VQGAN_REPO, VQGAN_FILE = "fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin"
-
-
-def builtin_generators_dir() -> Path:
-    """Folder of the generators shipped with the package (``<name>/`` in the save_pretrained format)."""
-    return Path(__file__).resolve().parent / "assets" / "generators"
 
 
 def load_tokenizer(name_or_path: str | os.PathLike[str], preset: str | None = None) -> TiTok:

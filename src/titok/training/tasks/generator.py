@@ -181,7 +181,7 @@ class GeneratorTask(Task):
                 f"{recipe.source}: the tokens have class labels up to {top} but model.num_classes is "
                 f"{config.num_classes}"
             )
-        model = Generator(config)
+        model = Generator.from_config(config)
         if recipe.init_from:
             start = load_generator(recipe.init_from)
             try:

@@ -1,0 +1,215 @@
+"""Where a generator's architecture and weights are: built-in names, presets, hub repos, local paths.
+
+:func:`find_generator` only finds the files (downloading from the hub when allowed); building the
+model from them is :meth:`titok.models.generator.model.Generator.from_pretrained`. The formats
+understood:
+
+* ours: a folder with ``config.json`` (``{"library": "titok", "kind": "generator", "config": {...}}``)
+  and ``model.safetensors``, written by ``save_pretrained``;
+* the authors' hub format: ``config.json`` holding their whole training config (the generator in
+  ``model.generator``, the codebook size in ``model.vq_model``) and ``model.safetensors`` or
+  ``pytorch_model.bin``;
+* a single weights file (the authors' raw ``generator_titok_l32.bin`` and the like, or any
+  safetensors file) together with a preset name that gives the architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from titok import hub
+from titok.checkpoints import WEIGHT_FILES, weights_in
+from titok.errors import CheckpointError, ConfigError
+from titok.models.generator.config import GeneratorConfig
+from titok.models.generator.presets import (
+    GENERATOR_PRESETS,
+    RAW_REPO,
+    GeneratorPreset,
+    get_generator_preset,
+    normalize_preset_name,
+)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_RAW_NAME = re.compile(r"generator[_-]titok[_-](l32|b64|s128)", re.IGNORECASE)
+_REFERENCE = re.compile(r"\$\{([\w.]+)\}")
+
+
+@dataclass(frozen=True)
+class GeneratorFiles:
+    """A generator's architecture, its weights file and how that file is named in messages."""
+
+    config: GeneratorConfig
+    weights: Path
+    source: str
+
+
+def builtin_generators_dir() -> Path:
+    """Folder of the generators shipped with the package (``<name>/`` in the save_pretrained format)."""
+    return Path(__file__).resolve().parents[2] / "assets" / "generators"
+
+
+def find_generator(
+    name_or_path: str | os.PathLike[str], preset: str | None = None, raw: bool = False
+) -> GeneratorFiles:
+    """The files of a generator (see :meth:`~titok.models.generator.model.Generator.from_pretrained`)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return _folder(path, preset)
+    if path.is_file():
+        return _weights_file(path, preset, str(path))
+    name = str(name_or_path)
+    builtin = builtin_generators_dir() / name
+    if "/" not in name and builtin.is_dir():
+        return _folder(builtin, preset)
+    key = normalize_preset_name(name)
+    if key in GENERATOR_PRESETS:
+        return _published(GENERATOR_PRESETS[key], raw)
+    local_looking = name.startswith((".", "/", "~")) or os.sep != "/" and os.sep in name
+    if not local_looking and name.endswith(WEIGHT_SUFFIXES) and name.count("/") >= 2:
+        owner, repo, filename = name.split("/", 2)
+        weights = hub.download(f"{owner}/{repo}", filename)
+        return _weights_file(weights, preset, name)
+    if not local_looking and name.count("/") == 1:
+        return _hub_repo(name)
+    if local_looking or "/" in name or name.endswith(WEIGHT_SUFFIXES):
+        raise CheckpointError(f"{name}: no such file or folder")
+    published = [n for n, p in GENERATOR_PRESETS.items() if p.hub_repo]
+    raise CheckpointError(
+        f"unknown generator {name!r}: not a local path, published preset ({', '.join(published)}) or hub repo id"
+    )
+
+
+def generator_config_from_json(path: Path) -> GeneratorConfig:
+    """Read a generator config from our ``config.json`` or the authors' (``model.generator``)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    try:
+        if data.get("library") == "titok":
+            if data.get("kind") != "generator":
+                raise CheckpointError(f"{path}: holds a {data.get('kind')!r}, not a generator")
+            return GeneratorConfig.from_dict(data.get("config", {}))
+        model = data.get("model")
+        if isinstance(model, dict) and isinstance(model.get("generator"), dict):
+            generator = {
+                k: _resolve_reference(v, data, f"model.generator.{k}") for k, v in model["generator"].items()
+            }
+            vq = model.get("vq_model") or {}
+            if "codebook_size" not in vq:
+                raise ConfigError("model.vq_model.codebook_size is missing")
+            codebook = _resolve_reference(vq["codebook_size"], data, "model.vq_model.codebook_size")
+            return GeneratorConfig.from_official(generator, codebook)
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    raise CheckpointError(f"{path}: not a generator config (no 'library: titok' nor 'model.generator')")
+
+
+def _resolve_reference(value: Any, root: Mapping[str, Any], field: str) -> Any:
+    """Follow an unresolved ``${a.b.c}`` reference of the authors' saved configs."""
+    if not isinstance(value, str):
+        return value
+    match = _REFERENCE.fullmatch(value.strip())
+    if match is None:
+        return value
+    node: Any = root
+    for part in match.group(1).split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"{field}: reference {value} points nowhere")
+        node = node[part]
+    return node
+
+
+def drop_derived_buffers(
+    config: GeneratorConfig, state: dict[str, torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
+    """Remove the index buffers older BERT checkpoints store, after checking they hold the defaults."""
+    expected = {
+        "model.embeddings.position_ids": torch.arange(config.seq_len + 1)[None],
+        "model.embeddings.token_type_ids": torch.zeros(1, config.seq_len + 1, dtype=torch.long),
+    }
+    if config.arch != "bert" or not any(name in state for name in expected):
+        return state
+    state = dict(state)
+    for name, default in expected.items():
+        if name in state:
+            got = state.pop(name)
+            if got.shape != default.shape or not torch.equal(got.long(), default):
+                raise CheckpointError(
+                    f"{source}: {name} does not hold the default indices {list(default.shape)}"
+                )
+    return state
+
+
+def _folder(folder: Path, preset: str | None) -> GeneratorFiles:
+    weights = weights_in(folder)
+    if (folder / "config.json").is_file():
+        config = generator_config_from_json(folder / "config.json")
+    elif preset is not None:
+        config = dataclasses.replace(get_generator_preset(preset).config)
+    else:
+        raise CheckpointError(f"{folder}: no config.json; pass the preset that gives the architecture")
+    return GeneratorFiles(config, weights, str(weights))
+
+
+def _weights_file(path: Path, preset: str | None, source: str) -> GeneratorFiles:
+    if preset is None:
+        match = _RAW_NAME.search(Path(source).name)
+        if match is None:
+            raise CheckpointError(
+                f"{source}: a bare weights file needs a preset for its architecture "
+                f"(e.g. preset='titok-l32'; presets: {', '.join(GENERATOR_PRESETS)})"
+            )
+        preset = f"titok-{match.group(1).lower()}"
+    return GeneratorFiles(dataclasses.replace(get_generator_preset(preset).config), path, source)
+
+
+def _hub_repo_files(repo_id: str) -> tuple[Path, Path, str]:
+    """Download (or find cached) ``config.json`` and the weights of a hub repo."""
+    config_path = hub.download(repo_id, "config.json")
+    for name in WEIGHT_FILES:
+        cached = hub.cached_or_none(repo_id, name)
+        if cached is not None:
+            return config_path, cached, f"{repo_id}/{name}"
+    return config_path, hub.download(repo_id, WEIGHT_FILES[0]), f"{repo_id}/{WEIGHT_FILES[0]}"
+
+
+def _hub_repo(repo_id: str) -> GeneratorFiles:
+    config_path, weights, source = _hub_repo_files(repo_id)
+    return GeneratorFiles(generator_config_from_json(config_path), weights, source)
+
+
+def _published(preset: GeneratorPreset, raw: bool) -> GeneratorFiles:
+    if preset.hub_repo is None:
+        raise CheckpointError(
+            f"preset {preset.name!r} has no published weights; build it with Generator.from_preset({preset.name!r}) "
+            "or load your own checkpoint by path"
+        )
+    if raw:
+        if preset.raw_file is None:
+            raise CheckpointError(
+                f"{preset.name!r} has no raw state-dict file in {RAW_REPO}; load the hub repo {preset.hub_repo} instead"
+            )
+        weights = hub.download(RAW_REPO, preset.raw_file)
+        return _weights_file(weights, preset.name, f"{RAW_REPO}/{preset.raw_file}")
+    try:
+        config_path, weights, source = _hub_repo_files(preset.hub_repo)
+    except CheckpointError as exc:
+        if preset.raw_file is None:
+            raise
+        raise CheckpointError(
+            f"{exc} Alternatively download {hub.hub_file_url(RAW_REPO, preset.raw_file)} and load it with "
+            f"Generator.from_pretrained(PATH, preset={preset.name!r})."
+        ) from exc
+    return GeneratorFiles(generator_config_from_json(config_path), weights, source)
