@@ -181,6 +181,71 @@ def stage_eval_generation(run: Run) -> dict[str, Any]:
     return {}
 
 
+def write_report(run: Run) -> Path:
+    """``<run>/report.md``: what each model saw and took, its figures, grids and curves."""
+    results = run.path("results")
+    recon = json.loads((results / "reconstruction.json").read_text())
+    probe = json.loads((results / "probe.json").read_text())
+    gen = json.loads((results / "generation.json").read_text())["1d"]
+    stages = run.state["stages"]
+    steps = {
+        TOKENIZER: tokenizer_recipe(run).training.max_train_steps,
+        CONTROL: stages[CONTROL]["control_steps"],
+    }
+    batch = run.budget.batch_size
+    net = next(k for k in recon[TOKENIZER] if k.startswith("rFID"))[len("rFID[") : -1]
+    md = [
+        "# The built-in imagenette64 models",
+        "",
+        f"Data `{run.data}` (Imagenette train split, 500 images held out with seed 0, 64x64). "
+        f"torch {torch.__version__}. Reproduce with `python -m titok.reproduce.builtin -o RUN`.",
+        "",
+        "| stage | wall time | threads |",
+        "|---|---:|---:|",
+        *[f"| {name} | {v['seconds'] / 60:.1f} min | {v.get('threads', '')} |" for name, v in stages.items()],
+        "",
+        "## Reconstruction and probing (500 held-out images)",
+        "",
+        f"| tokenizer | tokens | training images | PSNR | SSIM | rFID[{net}] | codes used | perplexity "
+        "| probe top-1 (mean) | probe top-1 (concat) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, tokens in ((TOKENIZER, 32), (CONTROL, 64)):
+        r, p = recon[name], probe[name]
+        md.append(
+            f"| {name} | {tokens} | {steps[name] * batch} | {r['PSNR']:.2f} | {r['SSIM']:.3f} "
+            f"| {r[f'rFID[{net}]']:.1f} | {r['codebook_used']:.0%} | {r['codebook_perplexity']:.0f} "
+            f"| {p['top1_mean']:.3f} | {p['top1_concat']:.3f} |"
+        )
+    md += [
+        "",
+        "Originals, then the TiTok's and the VQGAN's reconstructions:",
+        "",
+        "![originals](results/originals.png)",
+        f"![{TOKENIZER}](results/reconstructions-{TOKENIZER}.png)",
+        f"![{CONTROL}](results/reconstructions-{CONTROL}.png)",
+        "",
+        "## Generation (MaskGIT on the TiTok's 32 tokens)",
+        "",
+        f"{int(gen['num_images'])} class-balanced samples: gFID[{net}] {gen[f'gFID[{net}]']:.1f}, "
+        f"IS[{net}] {gen[f'IS[{net}]']:.2f}; the classifier assigns {gen['class_agreement']:.0%} of them to the "
+        f"requested class (chance 10%; real held-out images: {gen['class_agreement_real_heldout']:.0%}). "
+        f"{gen['images_per_second']:.0f} images/s (batch {int(gen['batch_size'])}, tokens and pixels).",
+        "",
+        "![samples, one row per class](results/samples-1d.png)",
+    ]
+    if (results / "curves.png").is_file():
+        md += [
+            "",
+            "## Training curves (held-out PSNR and codes used at each checkpoint)",
+            "",
+            "![curves](results/curves.png)",
+        ]
+    path = run.path("report.md")
+    path.write_text("\n".join(md) + "\n")
+    return path
+
+
 def run_builtin(
     output: str | Path, data: str | None = None, stages: list[str] | None = None, control_steps: int = 2000
 ) -> Run:
@@ -213,9 +278,18 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="Imagenette shards (default: ../shared or $TITOK_DATA)")
     parser.add_argument("--stages", nargs="*", default=None, help=f"some of: {' '.join(STAGES)}")
     parser.add_argument("--control-steps", type=int, default=2000)
+    parser.add_argument("--report", action="store_true", help="write report.md once every stage is done")
+    parser.add_argument("--ship", type=Path, default=None, help="copy the models to this assets folder")
     args = parser.parse_args()
     run = run_builtin(args.output, args.data, args.stages, args.control_steps)
     print(json.dumps({k: v.get("seconds") for k, v in run.state["stages"].items()}, indent=2))
+    if args.report:
+        print(f"report: {write_report(run)}")
+    if args.ship is not None:
+        from titok.reproduce.ship import ship_models
+
+        for path in ship_models(run.output, args.ship):
+            print(f"shipped: {path}")
 
 
 if __name__ == "__main__":
