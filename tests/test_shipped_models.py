@@ -72,3 +72,28 @@ def test_demo_reconstructs_and_generates_a_grid_per_class(tmp_path, monkeypatch)
     from PIL import Image
 
     assert Image.open(grid).size == (64, 10 * 64)
+
+
+def test_tokenizer_uses_its_tokens_and_codebook_on_held_out_images(imagenette) -> None:
+    """Off the mean-image plateau: the output follows the tokens, and many codes are in use."""
+    from titok.evaluation.token_use import token_use
+
+    model = titok.TiTok.from_pretrained("imagenette64")
+    split = DataSplit(str(imagenette), "val", 500, 0, 200)
+    images = torch.cat(
+        [b["image"] for b in split_batches(split, model.config.image_size, 100, progress=False)]
+    )
+    figures = token_use(model, images)
+    assert figures["psnr"] > figures["mean_image_psnr"] + 3.0, figures
+    assert figures["token_sensitivity"] > 0.3, figures
+    assert figures["codes_used"] >= 0.25 * model.codebook_size, figures
+
+
+def test_generator_makes_different_images_for_different_classes() -> None:
+    gen = titok.Generator.from_pretrained("imagenette64")
+    tok = titok.TiTok.from_pretrained("imagenette64")
+    images = tok.decode(gen.generate(torch.arange(10), seed=0))
+    distances = torch.cdist(images.flatten(1), images.flatten(1))
+    off_diagonal = distances[~torch.eye(10, dtype=torch.bool)]
+    # Every pair of classes differs by more than a few grey levels on average (a mean-image generator: 0).
+    assert off_diagonal.min() / images[0].numel() ** 0.5 > 0.05, off_diagonal.min()
