@@ -86,6 +86,25 @@ def test_every_class_of_the_models_own_list_and_bf16(models, tmp_path, capsys):
     assert Image.open(out / "grid.png").size == (32, 320)
 
 
+@pytest.mark.parametrize(
+    ("option", "dtype"), [([], torch.float32), (["--dtype", "bfloat16"], torch.bfloat16)]
+)
+def test_dtype_reaches_generate(models, tmp_path, capsys, monkeypatch, option, dtype):
+    seen = []
+    original = Generator.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("dtype"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Generator, "generate", spy)
+    code, err = run(
+        ["-m", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(tmp_path / "o"), *option], capsys
+    )
+    assert code == 0, err
+    assert seen == [dtype]
+
+
 def test_explicit_tokenizer_and_relative_tokenizer_beside_the_generator(models, tmp_path, capsys):
     code, err = run(["-m", str(models["bare"]), "-c", "7", "-n", "1", "-o", str(tmp_path / "a")], capsys)
     assert code == 2 and "does not name its tokenizer; pass --tokenizer" in err

@@ -154,6 +154,20 @@ def test_vocabulary_layout():
     assert model.class_tokens(None, 2).tolist() == [C + N + 1] * 2
 
 
+def test_from_config_is_the_one_factory():
+    bert = GeneratorConfig(hidden_size=32, depth=2, heads=2, intermediate_size=64, codebook_size=C, seq_len=K)
+    uvit = GeneratorConfig.from_dict({**bert.to_dict(), "arch": "uvit", "dropout": 0.0, "attn_dropout": 0.0})
+    assert type(Generator.from_config(bert)) is BertGenerator
+    assert type(Generator.from_config(uvit)) is UViTGenerator
+    assert type(UViTGenerator(uvit)) is UViTGenerator
+    with pytest.raises(TypeError, match=r"Generator\.from_config"):
+        Generator(bert)
+    with pytest.raises(ConfigError, match="BertGenerator needs arch 'bert', got 'uvit'"):
+        BertGenerator(uvit)
+    with pytest.raises(TypeError, match="GeneratorConfig"):
+        Generator.from_config({"arch": "bert"})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("preset", "reference_fn", "cls"),
     [("tiny", reference_bert, BertGenerator), ("tiny-uvit", reference_uvit, UViTGenerator)],

@@ -1,6 +1,6 @@
 """One precision rule for ``dtype=`` (titok.precision): None follows the caller's autocast,
-float32 forces full precision, bfloat16 autocasts; tested on TiTok and GridTokenizer here and on
-Generator.generate in test_generator_precision.py."""
+float32 forces full precision, bfloat16 autocasts; tested on TiTok, GridTokenizer and
+Generator.generate (its tokens: test_generator_precision.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from titok.models.generator import Generator
 from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN, VQGANConfig
@@ -103,3 +104,13 @@ def test_grid_tokenizer_follows_the_rule(caller, dtype, runs_in):
     with outer(caller):
         assert linear_dtypes(model, lambda: model.encode(x, dtype=dtype)) == {runs_in}
         assert linear_dtypes(model, lambda: model.decode(tokens, dtype=dtype)) == {runs_in}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-uvit"])
+@pytest.mark.parametrize(("caller", "dtype", "runs_in"), RULE)
+def test_generator_follows_the_rule(preset, caller, dtype, runs_in):
+    torch.manual_seed(0)
+    model = Generator.from_preset(preset, codebook_size=32, seq_len=6, num_classes=5).eval()
+    with outer(caller):
+        seen = linear_dtypes(model, lambda: model.generate([1, 4], num_steps=3, seed=0, dtype=dtype))
+    assert seen == {runs_in}

@@ -28,8 +28,11 @@ def precision(device_type: str, dtype: torch.dtype | None) -> contextlib.Abstrac
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype of the autocast in force on ``device_type``, or None outside any."""
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    """The dtype of the autocast in force on ``device_type``, or None outside any (and on devices,
+    such as ``meta``, that autocast does not know)."""
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def cast_for_autocast(x: torch.Tensor) -> torch.Tensor:

@@ -136,7 +136,12 @@ def gumbel_noise(
 ) -> torch.Tensor:
     """Standard Gumbel noise ``-log(-log(u))``, u ~ U(0, 1), with both logs clamped at 1e-20 (float32)."""
     u = torch.rand(shape, generator=generator, device=device)
-    return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+    return u.clamp_min_(1e-20).log_().neg_().clamp_min_(1e-20).log_().neg_()
+
+
+def add_gumbel_noise(x: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``x + temperature * gumbel_noise(x.shape)`` in float32, summed into the noise's own buffer."""
+    return gumbel_noise(tuple(x.shape), generator, x.device).mul_(temperature).add_(x)
 
 
 def confidence_decode(
@@ -183,15 +188,13 @@ def confidence_decode(
             both = predict(torch.cat([ids, ids]), both_tokens, torch.cat([is_mask, is_mask]))
             cond, uncond = both.chunk(2)
             base = uncond if settings.guidance_schedule == "power-cosine" else cond
-            logits = base + (cond - uncond) * scale
+            logits = torch.sub(cond, uncond).mul_(scale).add_(base)  # base + (cond - uncond) * scale
         else:
             logits = predict(ids, class_tokens, is_mask)
         if settings.softmax_temperature_annealing:
             logits = logits / (0.5 + 0.8 * (1.0 - ratio))
 
-        noisy = logits
-        if temperature > 0:
-            noisy = logits + temperature * gumbel_noise(tuple(logits.shape), generator, device)
+        noisy = add_gumbel_noise(logits, temperature, generator) if temperature > 0 else logits
         sampled = noisy.argmax(dim=-1)
         filled = ids.clone()
         filled[is_mask] = sampled
@@ -200,7 +203,7 @@ def confidence_decode(
         else:
             score = logits.gather(-1, sampled[:, None]).squeeze(-1).float()
             if temperature > 0:
-                score = score + temperature * gumbel_noise(tuple(score.shape), generator, device)
+                score = add_gumbel_noise(score, temperature, generator)
             confidence = torch.full((batch, seq_len), math.inf, device=device)
             confidence[is_mask] = score
             num_masked = is_mask.sum(dim=-1, keepdim=True)

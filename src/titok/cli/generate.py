@@ -157,16 +157,16 @@ def generate(
     with progress_bar(len(all_labels), "generate", quiet) as bar:
         for start in range(0, len(all_labels), batch_size):
             chunk = all_labels[start : start + batch_size]
-            with torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32):
-                tokens = gen.generate(
-                    None if unconditional else chunk,
-                    num_steps=steps,
-                    guidance_scale=guidance,
-                    guidance_schedule=guidance_schedule,
-                    randomize_temperature=temperature,
-                    generator=rng,
-                    num_samples=len(chunk) if unconditional else None,
-                )
+            tokens = gen.generate(
+                None if unconditional else chunk,
+                num_steps=steps,
+                guidance_scale=guidance,
+                guidance_schedule=guidance_schedule,
+                randomize_temperature=temperature,
+                generator=rng,
+                num_samples=len(chunk) if unconditional else None,
+                dtype=dt,
+            )
             images.append(tok.decode(tokens, dtype=dt).cpu())
             bar.update(len(chunk))
     images_t = torch.cat(images)

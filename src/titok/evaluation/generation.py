@@ -160,7 +160,7 @@ def generate_images(
         labels: class ids [N].
         batch_size: samples per generator call.
         seed: seed of one random generator used for all batches (same seed and batch size, same images).
-        dtype: autocast dtype of the generator and tokenizer.
+        dtype: ``dtype=`` of the generator's ``generate`` and the tokenizer's ``decode``.
         sampling: extra keyword arguments of ``generate`` (``num_steps``, ``guidance_scale``, ...).
         progress: show a progress bar.
     """
@@ -168,11 +168,9 @@ def generate_images(
     check_pixel_model(tokenizer, teacher)
     device = next(generator.parameters()).device
     rng = torch.Generator(device=device).manual_seed(seed)
-    low_precision = dtype is not None and dtype != torch.float32
     with tqdm(total=len(labels), desc="generation", unit="img", disable=not progress, file=sys.stderr) as bar:
         for chunk in labels.split(batch_size):
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=low_precision):
-                tokens = generator.generate(chunk.to(device), generator=rng, **(sampling or {}))
+            tokens = generator.generate(chunk.to(device), generator=rng, dtype=dtype, **(sampling or {}))
             images = decode_to_images(tokenizer, tokens.to(tokenizer.device), dtype, teacher)
             bar.update(len(chunk))
             yield chunk, images

@@ -128,11 +128,9 @@ def benchmark(
         generator.eval()
         gen_device = next(generator.parameters()).device
         labels = class_balanced_labels(batch_size, generator.config.num_classes).to(gen_device)
-        low_precision = dtype is not None and dtype != torch.float32
 
         def generate() -> None:
-            with torch.autocast(gen_device.type, dtype=dtype or torch.float32, enabled=low_precision):
-                sampled = generator.generate(labels, seed=seed, **(sampling or {}))
+            sampled = generator.generate(labels, seed=seed, dtype=dtype, **(sampling or {}))
             decode_to_images(model, sampled.to(device), dtype, teacher)
 
         results["generate"] = Timing(batch_size, time_call(generate, device, warmup, runs))

@@ -13,6 +13,7 @@ from torch import nn
 
 from titok.models.generator.config import GeneratorConfig
 from titok.models.generator.model import Generator
+from titok.precision import cast_for_autocast
 
 
 class _BertEmbeddings(nn.Module):
@@ -44,6 +45,7 @@ class _BertSelfAttention(nn.Module):
         """[B, L, H] -> attention context [B, L, H]."""
         b, length, width = x.shape
         shape = (b, length, self.heads, width // self.heads)
+        x = cast_for_autocast(x)  # once for the three projections (autocast would cast it thrice)
         q = self.query(x).view(shape).transpose(1, 2)
         k = self.key(x).view(shape).transpose(1, 2)
         v = self.value(x).view(shape).transpose(1, 2)

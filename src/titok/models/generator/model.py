@@ -15,9 +15,10 @@ forward, sampling, files); each architecture is a subclass in its own module (``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from titok.errors import ConfigError, TitokError
 from titok.models.generator.config import GeneratorConfig
 from titok.models.generator.presets import get_generator_preset
 from titok.models.generator.pretrained import drop_derived_buffers, find_generator
+from titok.precision import autocast_dtype, precision
 from titok.sampling import StepCallback, confidence_decode
 
 
@@ -155,6 +157,7 @@ class Generator(nn.Module):
         guidance_power: float | None = None,
         on_step: StepCallback | None = None,
         num_samples: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Sample token sequences for class labels by iterative confidence-based decoding.
 
@@ -162,6 +165,11 @@ class Generator(nn.Module):
         see :mod:`titok.sampling` for their meaning. Guidance follows the authors: scale 0 is the
         plain conditional model (one pass per step), a scale above 0 mixes in the unconditional
         ("no class") pass; ``labels=None`` samples the unconditional model itself.
+
+        Precision follows :mod:`titok.precision`, as for ``TiTok.encode``: ``dtype=torch.bfloat16``
+        autocasts the model's matrix products to bfloat16, ``torch.float32`` forces full
+        precision, None follows the caller's autocast. Under autocast the Linear weights are
+        cast once per call, not at every step; the sampler works on the logits in float32.
 
         Args:
             labels: class ids [B] in ``[0, num_classes)``, or None for ``num_samples``
@@ -178,6 +186,7 @@ class Generator(nn.Module):
             guidance_power: power of the ``power-cosine`` schedule.
             on_step: called with ``(step, ids [B, K])`` after every step.
             num_samples: number of unconditional samples (only with ``labels=None``).
+            dtype: ``torch.bfloat16``, ``torch.float32`` or None (see above).
 
         Returns:
             LongTensor [B, K] of codes.
@@ -211,7 +220,7 @@ class Generator(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
+            with precision(device.type, dtype), self._linear_weights_for_autocast(), torch.inference_mode():
                 tokens = confidence_decode(
                     self.masked_logits,
                     class_tokens,
@@ -225,6 +234,30 @@ class Generator(nn.Module):
         finally:
             self.train(was_training)
         return tokens.clone()  # a normal tensor, usable outside inference mode
+
+    @contextlib.contextmanager
+    def _linear_weights_for_autocast(self) -> Iterator[None]:
+        """Inside an autocast, hold every Linear's weight and bias in its dtype until the exit.
+
+        Autocast casts them at every call, and in inference mode, where its weight cache is off,
+        a generator calls them at every decoding step; cast once here, they give the same values
+        (autocast still casts the inputs). Outside autocast this does nothing.
+        """
+        low = autocast_dtype(self.code_head().weight.device.type)
+        if low is None:
+            yield
+            return
+        kept = [(m, m.weight, m.bias) for m in self.modules() if isinstance(m, nn.Linear)]
+        try:
+            with torch.no_grad():
+                for m, weight, bias in kept:
+                    m.weight = nn.Parameter(weight.to(low), requires_grad=False)
+                    if bias is not None:
+                        m.bias = nn.Parameter(bias.to(low), requires_grad=False)
+            yield
+        finally:
+            for m, weight, bias in kept:
+                m.weight, m.bias = weight, bias
 
     def _check_labels(self, labels: torch.Tensor | Sequence[int], device: torch.device) -> torch.Tensor:
         try:
