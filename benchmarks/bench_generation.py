@@ -5,17 +5,27 @@ published sampling settings:
 
 * ``l32``: BERT 768x24 generator (32 tokens, 8 steps, linear guidance 4.5) + TiTok-L-32 decoder;
 * ``b64``: BERT 768x24 generator (64 tokens, 8 steps, linear guidance 3.0) + TiTok-B-64 decoder;
-* ``s128``: U-ViT 1024x20 generator (128 tokens, 64 steps, power-cosine guidance 6.9) + TiTok-S-128.
+* ``s128``: U-ViT 1024x20 generator (128 tokens, 64 steps, power-cosine guidance 6.9) + TiTok-S-128;
+* ``tiny``: the ``tiny`` generator over ``titok-tiny-32``'s 16 tokens (a smoke test of the script).
 
-For each size and dtype (float32, bfloat16 autocast): a small warm-up (one 1-step generation and
-one decode of 2 images), then ``--runs`` timed runs of ``Generator.generate`` for ``--batch``
-labels and ``TiTok.decode`` of the tokens; the median is reported as s/image and images/s, for
-tokens only and for images (tokens + decode). Also: approximate achieved GFLOP/s of the token
-part, and the load average (the machine may be shared: a high load slows every number).
+For each size the models are built once; each dtype (float32, bfloat16: ``generate(dtype=...)``
+and ``decode(dtype=...)``) gets a small warm-up (a 1-step generation and a decode of 2 images),
+then ``--runs`` rounds time ``Generator.generate`` for ``--batch`` labels and ``TiTok.decode`` of
+the tokens, every dtype once per round (interleaved, so that a load change hits them alike); the
+median is reported as s/image and images/s, for tokens only and for images (tokens + decode).
+Also: approximate achieved GFLOP/s of the token part, and the load average (the machine may be
+shared: a high load slows every number).
+
+``--authors`` also times, in the same rounds and on the same weights, the TiTok authors' float32
+sampler (their ``ImageBert.generate`` loop, written out in :func:`authors_generate`: logits at
+every position, the conditional and unconditional passes one after the other, Gumbel noise over
+all logits), tokens only, and reports each dtype's token speed-up over it
+(``tokens_speedup_over_authors_float32``).
 
 Usage: ``python benchmarks/bench_generation.py [--sizes l32 b64 s128] [--dtypes float32 bfloat16]
-[--batch 8] [--runs 1] [--threads 2]``; writes ``benchmarks/results/generation.json`` after every
-case (a stopped run keeps the cases done).
+[--authors] [--batch 8] [--runs 1] [--threads 2] [--steps N] [--out PATH]``; writes
+``benchmarks/results/generation.json`` (or ``--out``) after every size (a stopped run keeps the
+sizes done). ``--steps`` overrides the published number of steps (for a quick check).
 
 ``--ceiling`` instead measures what this CPU does in float32 matrix products (a square 2048
 product and the generator's own MLP product for a guided L-32 batch of 8) and the rate a given
@@ -26,7 +36,9 @@ results file under ``ceiling`` and runs no generation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -42,9 +54,15 @@ from titok import Generator, TiTok  # noqa: E402
 from titok.models.generator import GeneratorConfig  # noqa: E402
 from titok.models.grid_tokenizer import GridTokenizer  # noqa: E402
 from titok.models.vqgan import VQGAN  # noqa: E402
-from titok.sampling import guidance_scale_at, tokens_to_remask  # noqa: E402
+from titok.sampling import SamplingSettings, guidance_scale_at, gumbel_noise, tokens_to_remask  # noqa: E402
 
-SIZES = {"l32": "titok-l32", "b64": "titok-b64", "s128": "titok-s128", "2d256": "titok-l32"}
+SIZES = {
+    "l32": "titok-l32",
+    "b64": "titok-b64",
+    "s128": "titok-s128",
+    "2d256": "titok-l32",
+    "tiny": "titok-tiny-32",
+}
 #: "2d256": the L-32 generator and sampling settings over a 256-token sequence of 1024 codes,
 #: decoded by the MaskGIT-VQGAN (16 x 16 codes): the 2D case the paper compares with.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -77,56 +95,142 @@ def generation_flops(model: Generator, batch: int) -> float:
     return total
 
 
-def time_case(size: str, dtype: str, batch: int, runs: int) -> dict:
-    preset, dt = SIZES[size], DTYPES[dtype]
+def build_models(size: str) -> tuple[Generator, torch.nn.Module]:
+    """The random-weight generator and tokenizer of ``size`` (always the same weights)."""
     torch.manual_seed(0)
     if size == "2d256":
-        generator = Generator.from_preset(preset, seq_len=256, codebook_size=1024).eval()
-        tokenizer = GridTokenizer(VQGAN(), 256).eval()
-    else:
-        generator = Generator.from_preset(preset).eval()
-        tokenizer = TiTok.from_preset(preset).eval()
-    c = generator.config
-    labels = [(i * 125 + 7) % c.num_classes for i in range(batch)]
-    autocast = torch.autocast("cpu", dtype=dt, enabled=dt != torch.float32)
-    load_start = load_average()
-    with autocast:
-        tokenizer.decode(generator.generate(labels[:2], num_steps=1, seed=0), dtype=dt)  # warm-up
-    gen_times, dec_times = [], []
-    for run in range(runs):
-        start = time.perf_counter()
-        with autocast:
-            tokens = generator.generate(labels, seed=run + 1)
-        gen_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        images = tokenizer.decode(tokens, dtype=dt)
-        dec_times.append(time.perf_counter() - start)
-        print(
-            f"[{size} {dtype}] run {run + 1}/{runs}: tokens {gen_times[-1]:.1f} s, decode {dec_times[-1]:.1f} s",
-            flush=True,
+        return (
+            Generator.from_preset(SIZES[size], seq_len=256, codebook_size=1024).eval(),
+            GridTokenizer(VQGAN(), 256).eval(),
         )
-    assert tokens.shape == (batch, c.seq_len) and images.shape[0] == batch
-    gen_s, dec_s = statistics.median(gen_times), statistics.median(dec_times)
-    return {
+    tokenizer = TiTok.from_preset(SIZES[size]).eval()
+    if size == "tiny":
+        generator = Generator.from_preset(
+            "tiny", seq_len=tokenizer.num_tokens, codebook_size=tokenizer.codebook_size
+        ).eval()
+        return generator, tokenizer
+    return Generator.from_preset(SIZES[size]).eval(), tokenizer
+
+
+def authors_generate(
+    model: Generator, labels: torch.Tensor, settings: SamplingSettings, generator: torch.Generator
+) -> torch.Tensor:
+    """The TiTok authors' sampling loop (``ImageBert.generate``), float32, on ``model``'s weights.
+
+    What makes it slower than ours: the model's logits at every position (not only the masked
+    ones), the conditional and unconditional passes run one after the other, Gumbel noise drawn
+    over all those logits, and both passes wherever the scale is nonzero (power-cosine's first
+    step, scale 1, included).
+    """
+    c = model.config
+    ids = torch.full((len(labels), c.seq_len), c.mask_token_id, dtype=torch.long)
+    steps, temperature = settings.num_steps, settings.randomize_temperature
+    power_cosine = settings.guidance_schedule == "power-cosine"
+    with torch.no_grad():
+        for step in range(steps):
+            ratio = (step + 1) / steps
+            annealed = temperature * (1.0 - ratio)
+            is_mask = ids == c.mask_token_id
+            scale = guidance_scale_at(
+                step, steps, settings.guidance_scale, settings.guidance_schedule, settings.guidance_power
+            )
+            if scale != 0:
+                cond, uncond = model(ids, labels), model(ids, None)
+                logits = (uncond if power_cosine else cond) + (cond - uncond) * scale
+            else:
+                logits = model(ids, labels)
+            sampled = (logits + annealed * gumbel_noise(tuple(logits.shape), generator)).argmax(dim=-1)
+            sampled_logits = logits.gather(-1, sampled[..., None]).squeeze(-1)
+            sampled = torch.where(is_mask, sampled, ids)
+            sampled_logits = torch.where(is_mask, sampled_logits, math.inf).float()
+            mask_len = max(1, min(int(is_mask.sum(-1)[0]) - 1, tokens_to_remask(step, steps, c.seq_len)))
+            confidence = sampled_logits + annealed * gumbel_noise(tuple(sampled_logits.shape), generator)
+            cut_off = confidence.sort(dim=-1).values[:, mask_len - 1 : mask_len]
+            ids = (
+                sampled if step == steps - 1 else torch.where(confidence <= cut_off, c.mask_token_id, sampled)
+            )
+    return ids
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_size(size: str, dtypes: list[str], authors: bool, batch: int, runs: int, steps: int | None) -> dict:
+    """Cases ``"<size> <dtype>"`` (and ``"<size> authors-float32"``), timed in interleaved rounds."""
+    generator, tokenizer = build_models(size)
+    c = generator.config
+    if steps is not None:
+        c.num_steps = steps
+    labels = [(i * 125 + 7) % c.num_classes for i in range(batch)]
+    settings = c.sampling_settings()
+    methods = [*dtypes, *(["authors-float32"] if authors else [])]
+    times: dict[str, dict[str, list[float]]] = {m: {"tokens": [], "decode": []} for m in methods}
+    load_start = load_average()
+    for dtype in dtypes:  # warm-up
+        dt = DTYPES[dtype]
+        tokenizer.decode(generator.generate(labels[:2], num_steps=1, seed=0, dtype=dt), dtype=dt)
+    if authors:
+        warm = dataclasses.replace(settings, num_steps=1)
+        authors_generate(generator, torch.tensor(labels[:2]), warm, torch.Generator().manual_seed(0))
+    for run in range(runs):
+        for method in methods:
+            if method == "authors-float32":
+                rng, label_t = torch.Generator().manual_seed(run + 1), torch.tensor(labels)
+                start = time.perf_counter()
+                authors_generate(generator, label_t, settings, rng)
+                t = time.perf_counter() - start
+                times[method]["tokens"].append(t)
+                print(f"[{size} {method}] run {run + 1}/{runs}: tokens {t:.1f} s", flush=True)
+                continue
+            dt = DTYPES[method]
+            start = time.perf_counter()
+            tokens = generator.generate(labels, seed=run + 1, dtype=dt)
+            times[method]["tokens"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            images = tokenizer.decode(tokens, dtype=dt)
+            times[method]["decode"].append(time.perf_counter() - start)
+            assert tokens.shape == (batch, c.seq_len) and images.shape[0] == batch
+            print(
+                f"[{size} {method}] run {run + 1}/{runs}: tokens {times[method]['tokens'][-1]:.1f} s, "
+                f"decode {times[method]['decode'][-1]:.1f} s",
+                flush=True,
+            )
+    load_end = load_average()
+    common = {
         "generator": f"{c.arch} {c.hidden_size}x{c.depth}, {sum(p.numel() for p in generator.parameters()) / 1e6:.0f}M",
-        "tokenizer": "MaskGIT-VQGAN (2D, 16x16)" if size == "2d256" else preset,
+        "tokenizer": "MaskGIT-VQGAN (2D, 16x16)" if size == "2d256" else SIZES[size],
         "tokenizer_params_M": round(sum(p.numel() for p in tokenizer.parameters()) / 1e6),
         "seq_len": c.seq_len,
         "sampling": f"{c.num_steps} steps, {c.guidance_schedule} guidance {c.guidance_scale}",
-        "dtype": dtype,
         "batch": batch,
         "runs": runs,
-        "tokens_s": [round(t, 3) for t in gen_times],
-        "decode_s": [round(t, 3) for t in dec_times],
-        "tokens_s_per_image": round(gen_s / batch, 4),
-        "decode_s_per_image": round(dec_s / batch, 4),
-        "s_per_image": round((gen_s + dec_s) / batch, 4),
-        "images_per_s": round(batch / (gen_s + dec_s), 4),
-        "tokens_only_images_per_s": round(batch / gen_s, 4),
-        "tokens_gflops_achieved": round(generation_flops(generator, batch) / gen_s / 1e9, 1),
         "load_average_start": load_start,
-        "load_average_end": load_average(),
+        "load_average_end": load_end,
     }
+    cases = {}
+    for method, t in times.items():
+        gen_s = statistics.median(t["tokens"])
+        case = {
+            **common,
+            "dtype": method,
+            "tokens_s": [round(x, 3) for x in t["tokens"]],
+            "tokens_s_per_image": round(gen_s / batch, 4),
+            "tokens_only_images_per_s": round(batch / gen_s, 4),
+            "tokens_gflops_achieved": round(generation_flops(generator, batch) / gen_s / 1e9, 1),
+        }
+        if t["decode"]:
+            dec_s = statistics.median(t["decode"])
+            case.update(
+                decode_s=[round(x, 3) for x in t["decode"]],
+                decode_s_per_image=round(dec_s / batch, 4),
+                s_per_image=round((gen_s + dec_s) / batch, 4),
+                images_per_s=round(batch / (gen_s + dec_s), 4),
+            )
+        cases[f"{size} {method}"] = case
+    return cases
 
 
 def matmul_gflops(m: int, k: int, n: int, runs: int = 5) -> float:
@@ -135,12 +239,6 @@ def matmul_gflops(m: int, k: int, n: int, runs: int = 5) -> float:
     torch.mm(a, b)
     best = min(_timed(lambda: torch.mm(a, b)) for _ in range(runs))
     return 2 * m * k * n / best / 1e9
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def ceiling(batch: int, target: float) -> dict:
@@ -166,17 +264,20 @@ def ceiling(batch: int, target: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["l32", "b64", "s128", "2d256"])
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument("--authors", action="store_true", help="also time the authors' float32 sampler")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps (default: published)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "generation.json", help="results file")
     parser.add_argument("--ceiling", action="store_true", help="measure matrix-product rates only")
     parser.add_argument("--target", type=float, default=0.3, help="s/image target for --ceiling")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    path: Path = args.out
     if args.ceiling:
-        path = RESULTS / "generation.json"
         payload = json.loads(path.read_text()) if path.is_file() else {}
         payload["ceiling"] = {
             "threads": args.threads,
@@ -187,16 +288,24 @@ def main() -> None:
         print(f"wrote {path}")
         return
     cases: dict[str, dict] = {}
-    payload = {
+    payload: dict = {
         "what": "class-conditional generation on the CPU: Generator.generate (published sampling settings) "
         "+ TiTok.decode, random weights",
         "batch": args.batch,
         "cases": cases,
     }
+    speedups: dict[str, float] = {}
     for size in args.sizes:
-        for dtype in args.dtypes:
-            cases[f"{size} {dtype}"] = time_case(size, dtype, args.batch, args.runs)
-            path = write_results("generation", payload)
+        cases.update(time_size(size, args.dtypes, args.authors, args.batch, args.runs, args.steps))
+        authors = cases.get(f"{size} authors-float32")
+        for dtype in args.dtypes if authors else []:
+            ours = cases[f"{size} {dtype}"]
+            speedups[f"{size} {dtype}"] = round(
+                ours["tokens_only_images_per_s"] / authors["tokens_only_images_per_s"], 2
+            )
+        if speedups:
+            payload["tokens_speedup_over_authors_float32"] = speedups
+        write_results("generation", payload, path)
     for dtype in args.dtypes:
         one_d, two_d = cases.get(f"l32 {dtype}"), cases.get(f"2d256 {dtype}")
         if one_d and two_d:
@@ -209,13 +318,19 @@ def main() -> None:
             print(
                 f"{dtype}: 32 1D tokens vs 256 2D tokens, images/s ratio {payload[f'speedup_1d32_over_2d256 {dtype}']}"
             )
-            path = write_results("generation", payload)
+            write_results("generation", payload, path)
     for name, r in cases.items():
+        with_decode = (
+            f"{r['s_per_image']:7.3f} s/image  {r['images_per_s']:6.3f} images/s  (decode {r['decode_s_per_image']:.3f} s/image, "
+            if "decode_s" in r
+            else "tokens only  ("
+        )
         print(
-            f"{name:15s} {r['s_per_image']:7.3f} s/image  {r['images_per_s']:6.3f} images/s  "
-            f"(tokens {r['tokens_s_per_image']:.3f} s/image, decode {r['decode_s_per_image']:.3f} s/image, "
+            f"{name:22s} {with_decode}tokens {r['tokens_s_per_image']:.3f} s/image, "
             f"{r['tokens_gflops_achieved']} GFLOP/s; load {r['load_average_start']})"
         )
+    for name, ratio in speedups.items():
+        print(f"{name}: tokens {ratio:.2f}x the authors' float32 sampler")
     print(f"wrote {path}")
 
 

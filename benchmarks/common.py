@@ -37,10 +37,11 @@ def machine() -> dict:
     }
 
 
-def write_results(name: str, payload: dict) -> Path:
-    """Write ``payload`` with machine facts and a timestamp to ``benchmarks/results/<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict, path: Path | None = None) -> Path:
+    """Write ``payload`` with machine facts and a timestamp to ``path`` (default
+    ``benchmarks/results/<name>.json``)."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **payload}
-    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
