@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import torch
 from safetensors.torch import load_file as load_safetensors
@@ -33,6 +34,16 @@ FORMAT_VERSION = 1
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class ModelFiles(Generic[ConfigT]):
+    """A model's architecture, its weights file and how that file is named in messages."""
+
+    config: ConfigT
+    weights: Path
+    source: str
 
 
 def save_model(module: torch.nn.Module, directory: str | os.PathLike[str], kind: str, config: dict) -> Path:

@@ -15,23 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from titok import hub
-from titok.checkpoints import WEIGHT_FILES, weights_in
+from titok.checkpoints import WEIGHT_FILES, ModelFiles, weights_in
 from titok.errors import CheckpointError, ConfigError
 from titok.models.config import TiTokConfig
 from titok.models.presets import get_preset, tokenizer_presets
 
-
-@dataclass(frozen=True)
-class TokenizerFiles:
-    """A tokenizer's architecture, its weights file and how that file is named in messages."""
-
-    config: TiTokConfig
-    weights: Path
-    source: str
+#: A tokenizer's architecture, its weights file and how that file is named in messages.
+TokenizerFiles = ModelFiles[TiTokConfig]
 
 
 def builtin_models_dir() -> Path:

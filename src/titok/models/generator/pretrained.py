@@ -20,14 +20,13 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from titok import hub
-from titok.checkpoints import WEIGHT_FILES, weights_in
+from titok.checkpoints import WEIGHT_FILES, ModelFiles, weights_in
 from titok.errors import CheckpointError, ConfigError
 from titok.models.generator.config import GeneratorConfig
 from titok.models.generator.presets import (
@@ -43,13 +42,8 @@ _RAW_NAME = re.compile(r"generator[_-]titok[_-](l32|b64|s128)", re.IGNORECASE)
 _REFERENCE = re.compile(r"\$\{([\w.]+)\}")
 
 
-@dataclass(frozen=True)
-class GeneratorFiles:
-    """A generator's architecture, its weights file and how that file is named in messages."""
-
-    config: GeneratorConfig
-    weights: Path
-    source: str
+#: A generator's architecture, its weights file and how that file is named in messages.
+GeneratorFiles = ModelFiles[GeneratorConfig]
 
 
 def builtin_generators_dir() -> Path:
