@@ -169,7 +169,8 @@ class Generator(nn.Module):
         Precision follows :mod:`titok.precision`, as for ``TiTok.encode``: ``dtype=torch.bfloat16``
         autocasts the model's matrix products to bfloat16, ``torch.float32`` forces full
         precision, None follows the caller's autocast. Under autocast the Linear weights are
-        cast once per call, not at every step; the sampler works on the logits in float32.
+        cast once per call, not at every step; the logits come out in bfloat16 and the sampler adds
+        its Gumbel noise and ranks confidences in float32.
 
         Args:
             labels: class ids [B] in ``[0, num_classes)``, or None for ``num_samples``
