@@ -1,6 +1,6 @@
 """The command line on a core install: no optional dependency at start-up, one line for a missing one.
 
-The optional extras (``train``, ``eval``, ``demo``) are installed in the test environment, so each
+The optional extras (``train``, ``eval``, ``demo``, ``web``) are installed in the test environment, so each
 test runs Python in a subprocess whose import system refuses them, as a core install would.
 """
 
@@ -19,7 +19,7 @@ from titok.cli.run import EXTRAS, missing_extra_message
 from titok.samples import bundled_samples_dir
 
 #: The modules of the optional extras that the core must never need.
-OPTIONAL = ("webdataset", "braceexpand", "accelerate", "scipy", "matplotlib", "tensorboard")
+OPTIONAL = ("webdataset", "braceexpand", "accelerate", "scipy", "matplotlib", "tensorboard", "gradio")
 
 _PRELUDE = textwrap.dedent(
     f"""
@@ -120,12 +120,29 @@ def test_a_command_needing_an_extra_says_which_in_one_line(tmp_path: Path) -> No
         assert line.endswith('pip install "titok[train]"'), line
 
 
-@pytest.mark.parametrize(("module", "extra"), [("scipy.linalg", "eval"), ("matplotlib", "demo")])
+def test_the_web_command_without_gradio_names_the_web_extra(tmp_path: Path) -> None:
+    proc = _core_python(
+        """
+        from titok.cli import main
+        print(json.dumps(main(["web", "--port", "1"])))
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == 2
+    assert proc.stderr.strip() == (
+        'error: this command needs the "web" extra (gradio is not installed): pip install "titok[web]"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"), [("scipy.linalg", "eval"), ("matplotlib", "demo"), ("gradio.components", "web")]
+)
 def test_missing_extra_message_names_the_extra(module: str, extra: str) -> None:
     message = missing_extra_message(ModuleNotFoundError(f"No module named {module!r}", name=module))
     assert message is not None and message.endswith(f'pip install "titok[{extra}]"')
     assert module.split(".")[0] in message and "\n" not in message
-    assert set(EXTRAS.values()) <= {"train", "eval", "demo", "vision"}
+    assert set(EXTRAS.values()) <= {"train", "eval", "demo", "vision", "web"}
 
 
 def test_a_missing_core_module_is_a_bug_with_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,9 @@ This is the evaluation preprocessing of the TiTok authors (shorter side, center 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +29,27 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".
 ImageLike = str | os.PathLike[str] | Image.Image | torch.Tensor
 
 
+@contextlib.contextmanager
+def image_errors(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn what Pillow raises while reading the file ``name`` into an :class:`ImageError` naming it."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise ImageError(f"{name}: no such file") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: not an image file (cannot identify format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: too large to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: cannot decode image ({exc})") from exc
+
+
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open and fully decode an image file as RGB; raise :class:`ImageError` naming the file."""
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError as exc:
-        raise ImageError(f"{path}: no such file") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"{path}: not an image file (cannot identify format)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+    with image_errors(path), Image.open(path) as img:
+        img.load()
+        return img.convert("RGB")
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:

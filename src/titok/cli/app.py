@@ -23,7 +23,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from titok.cli import catalog, demo, evaluate, generate, inference, pretokenize, reproduce, train
+    from titok.cli import catalog, demo, evaluate, generate, inference, pretokenize, reproduce, train, web
 
     app.command("demo")(demo.demo)
     app.command("presets")(catalog.presets)
@@ -36,6 +36,7 @@ def _register() -> None:
     app.command("bench")(evaluate.bench)
     app.command("reproduce")(reproduce.reproduce)
     app.add_typer(train.app, name="train", help="Train tokenizers (and generators).")
+    app.command("web")(web.web)
 
 
 _register()

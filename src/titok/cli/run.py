@@ -24,6 +24,7 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "demo",
     "torchvision": "vision",
     "timm": "vision",
+    "gradio": "web",
 }
 
 
