@@ -260,7 +260,7 @@ def run_builtin(
         CONTROL: lambda: {**_train(control_recipe(run, control_steps)), "control_steps": control_steps},
         "eval-reconstruction": lambda: stage_eval_reconstruction(run),
         "eval-probe": lambda: stage_eval_probe(run),
-        "tokens-1d": lambda: stage_tokens(run, "1d"),
+        "tokens-1d": lambda: stage_tokens(run, "1d", TOKENIZER),
         "generator-1d": lambda: stage_generator(run, "1d"),
         "eval-generation": lambda: stage_eval_generation(run),
     }

@@ -301,11 +301,13 @@ def generator_tokenizer(run: Run) -> str:
     return choose_generator_tokenizer(run.read_json("reconstruction.json"))
 
 
-def stage_tokens(run: Run, which: str) -> dict[str, Any]:
+def stage_tokens(run: Run, which: str, name: str | None = None) -> dict[str, Any]:
+    """Pretokenize the train split with ``name`` (default: the chosen 1D tokenizer, or vqgan-f16)."""
     from titok.data import DataConfig
     from titok.pretokenize import pretokenize
 
-    name = generator_tokenizer(run) if which == "1d" else "vqgan-f16"
+    if name is None:
+        name = generator_tokenizer(run) if which == "1d" else "vqgan-f16"
     tok = run.load_tokenizer(name)
     data = DataConfig(
         path=run.data,
