@@ -164,7 +164,7 @@ def _reconstruct_tab(
             )
             with gr.Row():
                 replace = gr.Button("Replace token", elem_id="replace-token")
-                reset = gr.Button("Back to the image's own tokens", elem_id="reset-tokens")
+                reset = gr.Button("Undo the edits", elem_id="reset-tokens")
 
     def show(page: dict[str, Any], tokens: list[int], precision_name: str, seconds: float) -> tuple[Any, ...]:
         original = page["original"]
