@@ -250,6 +250,9 @@ def test_generate_records_every_step_as_the_masked_tokens_fill_in(models: Shared
     again = actions.generate(models, "1", num_samples=3, num_steps=4, seed=7)  # by id, same seed
     assert again.steps == result.steps
 
+    bf16 = actions.generate(models, "fish", num_samples=1, num_steps=2, precision_name="bfloat16")
+    assert len(bf16.samples) == 1 and len(bf16.steps) == 2
+
     frames = actions.decode_steps(models, result.steps, result.mask_id, 2, "float32")
     assert len(frames) == 5
     assert frames[0][1] == "0/4: 0/16" and frames[-1][1] == "4/4: 16/16"
