@@ -329,3 +329,18 @@ def test_only_loopback_addresses_count_as_local() -> None:
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "127.0.0.2"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "192.168.1.10", "::", "example.org"))
+
+
+def test_the_page_builds_with_working_and_with_broken_models() -> None:
+    gr = pytest.importorskip("gradio")
+    from titok.web.app import build_app
+
+    def texts(app: gr.Blocks) -> str:
+        return "\n".join(str(b.value) for b in app.blocks.values() if isinstance(b, gr.Markdown))
+
+    working = texts(build_app(CountingLoaders().models()))
+    assert "worth 16 tokens" in working and "Tokenizer: **tiny tokenizer**" in working
+    assert "Generator: **tiny generator**, 3 classes" in working
+    broken = texts(build_app(CountingLoaders(fail="tokenizer").models()))
+    assert "error: the tokenizer could not be loaded: no such model: broken-model" in broken
+    assert "Generator: **tiny generator**" in broken

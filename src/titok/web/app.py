@@ -96,7 +96,7 @@ def _chosen_file(upload: str | None, sample: str | None, samples: dict[str, Path
 
 def _header(models: SharedModels) -> tuple[str, int, int]:
     """The page's first lines, and the token count and codebook size the widgets are built for."""
-    lines = ["## TiTok: an image is worth 32 tokens"]
+    lines = []
     num_tokens, codebook_size = 32, 1024  # the widgets' ranges when the tokenizer failed to load
     try:
         tok = models.tokenizer()
@@ -113,7 +113,8 @@ def _header(models: SharedModels) -> tuple[str, int, int]:
         lines.append(f"Generator: **{html.escape(gen.description)}**, {len(gen.class_names)} classes.")
     except ModelLoadError as exc:
         lines.append(error_markdown(str(exc)) if models.has_generator else str(exc).capitalize() + ".")
-    return "  \n".join(lines), num_tokens, codebook_size
+    title = f"## TiTok: an image is worth {num_tokens} tokens"
+    return "\n\n".join([title, "  \n".join(lines)]), num_tokens, codebook_size
 
 
 def _image_picker(
