@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from titok.errors import ConfigError
 from titok.reproduce import get_budget, reproduce_imagenette64
@@ -184,3 +185,19 @@ def test_generator_tokenizer_is_chosen_by_reconstruction_fid() -> None:
 def test_unknown_budget_is_refused() -> None:
     with pytest.raises(ConfigError, match="quick"):
         get_budget("huge")
+
+
+def test_builtin_class_agreement_counts_the_samples_assigned_to_their_class() -> None:
+    from titok.reproduce.builtin import class_agreement
+
+    class ByBrightness(torch.nn.Module):
+        """Class 1 for bright images, 0 for dark ones; returns (features, logits) like the classifier."""
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            bright = images.mean((1, 2, 3))
+            return bright[:, None], torch.stack([0.5 - bright, bright - 0.5], dim=1)
+
+    images = torch.cat([torch.zeros(150, 3, 4, 4), torch.ones(50, 3, 4, 4)])
+    labels = torch.cat([torch.zeros(100), torch.ones(100)]).long()
+    # 100 dark labelled 0 (right), 50 dark labelled 1 (wrong), 50 bright labelled 1 (right).
+    assert class_agreement(ByBrightness(), images, labels) == 0.75
