@@ -39,6 +39,6 @@ def token_use(model: TiTok, images: torch.Tensor, batch_size: int = 64) -> dict[
         "psnr": float(psnr(recon, images).mean()),
         "mean_image_psnr": float(psnr(mean_image, images).mean()),
         "token_sensitivity": (swapped - recon).pow(2).mean().item() / max(image_change, 1e-12),
-        "codes_used": None if usage is None else float(tokens.unique().numel()),
+        "codes_used": None if usage is None else float(round(usage["used_fraction"] * model.codebook_size)),
         "perplexity": None if usage is None else usage["perplexity"],
     }

@@ -32,15 +32,16 @@ from titok.class_names import IMAGENETTE_CLASSES
 from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.pipeline import (
     Run,
-    _reconstruct,
     _reference,
     _train,
     default_data,
     stage_classifier,
+    stage_eval_probe,
+    stage_eval_reconstruction,
     stage_generator,
     stage_tokens,
 )
-from titok.reproduce.recipes import RECIPES
+from titok.reproduce.recipes import RECIPES, VQGAN_MODEL, VQGAN_MULT
 from titok.training.config import Recipe, load_recipe
 
 TOKENIZER = "titok-k32-single"
@@ -82,11 +83,8 @@ def tokenizer_recipe(run: Run) -> Recipe:
 def control_recipe(run: Run, steps: int) -> Recipe:
     """The 2D VQGAN f=8 of the reproduction, trained like the TiTok: L2 only, same batch and schedule shape."""
     overrides = [
-        "model.channel_mult=[1,2,2,4]",
-        "model.hidden_channels=32",
-        "model.num_res_blocks=1",
-        "model.z_channels=32",
-        "model.codebook_size=1024",
+        f"model.channel_mult={VQGAN_MULT[8]}",
+        *VQGAN_MODEL,
         f"data.train={run.data}",
         f"data.image_size={IMAGE_SIZE}",
         "data.holdout=500",
@@ -105,36 +103,6 @@ def control_recipe(run: Run, steps: int) -> Recipe:
         "experiment.image_every=1000",
     ]
     return load_recipe(RECIPES / "tiny_vqgan.yaml", overrides, mode="vqgan")
-
-
-def stage_eval_reconstruction(run: Run) -> dict[str, Any]:
-    from titok.reproduce.report import save_grid
-
-    net = run.feature_network()
-    val = run.val_split(run.budget.eval_images)
-    reference = _reference(run, net)
-    results = {}
-    for name in (TOKENIZER, CONTROL):
-        metrics, originals, recs = _reconstruct(run, run.load_tokenizer(name), val, net, reference)
-        results[name] = metrics
-        save_grid(originals, run.path("results", "originals.png"))
-        save_grid(recs, run.path("results", f"reconstructions-{name}.png"))
-        run.echo(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    run.write_json("reconstruction.json", results)
-    return {}
-
-
-def stage_eval_probe(run: Run) -> dict[str, Any]:
-    from titok.reproduce.measure import probe_metrics
-
-    train = run.train_split(run.budget.probe_train_images)
-    val = run.val_split(run.budget.eval_images)
-    results = {
-        name: probe_metrics(run.load_tokenizer(name), train, val, IMAGE_SIZE, len(IMAGENETTE_CLASSES))
-        for name in (TOKENIZER, CONTROL)
-    }
-    run.write_json("probe.json", results)
-    return {}
 
 
 @torch.inference_mode()
@@ -258,8 +226,8 @@ def run_builtin(
         "classifier": lambda: stage_classifier(run),
         TOKENIZER: lambda: _train(tokenizer_recipe(run)),
         CONTROL: lambda: {**_train(control_recipe(run, control_steps)), "control_steps": control_steps},
-        "eval-reconstruction": lambda: stage_eval_reconstruction(run),
-        "eval-probe": lambda: stage_eval_probe(run),
+        "eval-reconstruction": lambda: stage_eval_reconstruction(run, (TOKENIZER, CONTROL)),
+        "eval-probe": lambda: stage_eval_probe(run, (TOKENIZER, CONTROL)),
         "tokens-1d": lambda: stage_tokens(run, "1d", TOKENIZER),
         "generator-1d": lambda: stage_generator(run, "1d"),
         "eval-generation": lambda: stage_eval_generation(run),

@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,18 +249,20 @@ def choose_generator_tokenizer(recon: dict[str, dict[str, float]]) -> str:
     return min(preferred)[2]
 
 
-def stage_eval_reconstruction(run: Run) -> dict[str, Any]:
+def stage_eval_reconstruction(run: Run, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Reconstruction metrics and grids of tokenizers ``names`` (default: every one of the run)."""
     from titok.reproduce.report import save_grid
 
+    names = list(names or run.tokenizer_names())
     net = run.feature_network()
     val = run.val_split(run.budget.eval_images)
     reference = _reference(run, net)
     results = {}
-    for name in run.tokenizer_names():
+    for name in names:
         tok = run.load_tokenizer(name)
         metrics, originals, recs = _reconstruct(run, tok, val, net, reference)
         results[name] = metrics
-        if name == run.tokenizer_names()[0]:
+        if name == names[0]:
             save_grid(originals, run.path("results", "originals.png"))
         save_grid(recs, run.path("results", f"reconstructions-{name}.png"))
         run.echo(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
@@ -280,13 +282,14 @@ def _reconstruct(run: Run, tok, val, net, reference):
     return reconstruction_metrics(tok, val, net, reference, IMAGE_SIZE, keep=run.budget.grid_images)
 
 
-def stage_eval_probe(run: Run) -> dict[str, Any]:
+def stage_eval_probe(run: Run, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Linear probes of tokenizers ``names`` (default: every one of the run)."""
     from titok.reproduce.measure import probe_metrics
 
     train = run.train_split(run.budget.probe_train_images)
     val = run.val_split(run.budget.eval_images)
     results = {}
-    for name in run.tokenizer_names():
+    for name in names or run.tokenizer_names():
         results[name] = probe_metrics(
             run.load_tokenizer(name), train, val, IMAGE_SIZE, len(IMAGENETTE_CLASSES)
         )
