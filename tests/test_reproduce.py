@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import torch
 
 from titok.errors import ConfigError
 from titok.reproduce import get_budget, reproduce_imagenette64
+from titok.reproduce.parallel import run_parallel, threads_per_worker
 from titok.reproduce.pipeline import Run, choose_generator_tokenizer, token_count
 
 SECTIONS = (
@@ -27,7 +30,8 @@ SECTIONS = (
 def tiny_run(tmp_path_factory, imagenette) -> Path:
     out = tmp_path_factory.mktemp("reproduce") / "run"
     lines: list[str] = []
-    reproduce_imagenette64(out, get_budget("tiny"), str(imagenette), echo=lines.append)
+    # two workers: the independent stages train side by side in spawned processes
+    reproduce_imagenette64(out, get_budget("tiny"), str(imagenette), echo=lines.append, workers=2)
     (out / "echo.txt").write_text("\n".join(lines))
     return out
 
@@ -35,22 +39,27 @@ def tiny_run(tmp_path_factory, imagenette) -> Path:
 def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> None:
     state = json.loads((tiny_run / "state.json").read_text())
     budget = get_budget("tiny")
-    expected = [
-        "classifier",
+    independent = [
         "vqgan-f8",
         "vqgan-f16",
-        *[f"titok-k{k}-stage{s}" for k in budget.token_counts for s in (1, 2)],
         *[f"titok-k{k}-single" for k in budget.token_counts],
+        "classifier",
+    ]
+    expected = [
+        *independent,
+        *[f"titok-k{k}-stage{s}" for k in budget.two_stage_token_counts for s in (1, 2)],
         "eval-reconstruction",
         "eval-probe",
         "tokens-1d",
-        "generator-1d",
         "tokens-2d",
+        "generator-1d",
         "generator-2d",
         "eval-generation",
     ]
-    assert list(state["stages"]) == expected
+    assert sorted(state["stages"]) == sorted(expected)
     assert all(s["done"] and s["seconds"] > 0 for s in state["stages"].values())
+    for name in (*independent, "generator-1d", "generator-2d"):  # trained in the workers
+        assert state["stages"][name]["threads"] == threads_per_worker(2), name
     report = (tiny_run / "report.md").read_text()
     for section in SECTIONS:
         assert section in report
@@ -58,18 +67,15 @@ def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> N
         assert (tiny_run / "results" / png).stat().st_size > 0, png
         assert f"results/{png}" in report
     recon = json.loads((tiny_run / "results" / "reconstruction.json").read_text())
-    assert set(recon) == {
-        "vqgan-f8",
-        "vqgan-f16",
-        "titok-k8",
-        "titok-k16",
-        "titok-k8-single",
-        "titok-k16-single",
-    }
-    # the single-stage runs saw the same number of images as the others, at their own batch
+    assert set(recon) == {"vqgan-f8", "vqgan-f16", "titok-k8", "titok-k8-single", "titok-k16-single"}
+    # the single-stage runs use the built-in model's recipe and saw the same images as the others
     single = json.loads((tiny_run / "titok-k8-single" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert single["step"] == budget.single_stage_steps == budget.tokenizer_steps * budget.batch_size // 2
+    assert single["step"] == budget.tokenizer_steps
+    config = json.loads((tiny_run / "titok-k16-single" / "export" / "config.json").read_text())["config"]
+    assert config["latent_centering"] is True and config["dead_code_threshold"] > 0
+    assert config["num_latent_tokens"] == 16
     assert "1D TiTok single-stage" in report and "1D TiTok two-stage" in report
+    assert "results/curves.png" in report
     for name, metrics in recon.items():
         assert metrics["num_images"] == budget.eval_images
         assert 0 < metrics["PSNR"] < 60 and -1 <= metrics["SSIM"] <= 1
@@ -79,6 +85,9 @@ def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> N
     gen = json.loads((tiny_run / "results" / "generation.json").read_text())
     assert gen["2d"]["num_tokens"] == 16 and gen["1d"]["num_tokens"] in budget.token_counts
     assert gen["1d"]["images_per_second"] > 0
+    for which in ("1d", "2d"):
+        assert 0 <= gen[which]["class_agreement"] <= 1
+        assert f"{gen[which]['class_agreement']:.3f}" in report
     # 1D and 2D generators have the same size
     assert gen["1d"]["generator_parameters"] == gen["2d"]["generator_parameters"]
 
@@ -144,25 +153,19 @@ def test_latent_centering_variant_is_recorded_trained_and_reported(
     (copy / "state.json").write_text(json.dumps(state))
     with pytest.raises(ConfigError, match="with latent centering, asked without"):
         Run(copy, get_budget("tiny"), str(imagenette))
-    redo = ["titok-k8-stage1", "titok-k8-stage2", "titok-k8-single"]
+    redo = ["titok-k8-stage1", "titok-k8-stage2"]
     lines: list[str] = []
     report = reproduce_imagenette64(
         copy, get_budget("tiny"), str(imagenette), echo=lines.append, redo=redo, latent_centering=True
     )
-    assert sum(line.startswith("[done] titok-k8") for line in lines) == 3
-    for stage in ("titok-k8-stage1", "titok-k8-stage2", "titok-k8-single"):
+    assert sum(line.startswith("[done] titok-k8") for line in lines) == 2
+    for stage in ("titok-k8-stage1", "titok-k8-stage2"):
         config = json.loads((copy / stage / "export" / "config.json").read_text())["config"]
         assert config["latent_centering"] is True, stage
-        if stage != "titok-k8-stage2":  # stage 2 may average: its encoder and running mean are frozen
-            assert "use_ema: false" in (copy / stage / "recipe.yaml").read_text(), stage
-    single = json.loads((copy / "titok-k8-single" / "export" / "config.json").read_text())["config"]
-    assert single["decoder_embed_init_std"] is None  # the authors' init with centering (0.3 without)
-    assert (
-        json.loads((copy / "titok-k16-single" / "export" / "config.json").read_text())["config"][
-            "latent_centering"
-        ]
-        is False
-    )
+    # stage 2 may average: its encoder and running mean are frozen
+    assert "use_ema: false" in (copy / "titok-k8-stage1" / "recipe.yaml").read_text()
+    without = json.loads((tiny_run / "titok-k8-stage1" / "export" / "config.json").read_text())["config"]
+    assert without["latent_centering"] is False
     assert "--latent-centering" in report.read_text()
 
 
@@ -187,8 +190,8 @@ def test_unknown_budget_is_refused() -> None:
         get_budget("huge")
 
 
-def test_builtin_class_agreement_counts_the_samples_assigned_to_their_class() -> None:
-    from titok.reproduce.builtin import class_agreement
+def test_class_agreement_counts_the_samples_assigned_to_their_class() -> None:
+    from titok.reproduce.measure import class_agreement
 
     class ByBrightness(torch.nn.Module):
         """Class 1 for bright images, 0 for dark ones; returns (features, logits) like the classifier."""
@@ -201,3 +204,44 @@ def test_builtin_class_agreement_counts_the_samples_assigned_to_their_class() ->
     labels = torch.cat([torch.zeros(100), torch.ones(100)]).long()
     # 100 dark labelled 0 (right), 50 dark labelled 1 (wrong), 50 bright labelled 1 (right).
     assert class_agreement(ByBrightness(), images, labels) == 0.75
+
+
+def test_a_failing_worker_job_is_raised_after_the_others_are_recorded() -> None:
+    recorded: list[tuple[str, dict, int]] = []
+    jobs = [("fine", partial(dict, value=1.0)), ("broken", partial(int, "not a number"))]
+    with pytest.raises(ValueError, match="not a number"):
+        run_parallel(jobs, 2, lambda name, extra, seconds, threads: recorded.append((name, extra, threads)))
+    assert recorded == [("fine", {"value": 1.0}, threads_per_worker(2))]
+
+
+def test_budget_warmup_and_images() -> None:
+    budget = get_budget("default")
+    assert budget.tokenizer_images == budget.tokenizer_steps * budget.batch_size
+    assert budget.warmup_steps(1500) == 300 and budget.warmup_steps(250) == 50 and budget.warmup_steps(3) == 1
+    assert not budget.adversarial and get_budget("tiny").adversarial
+
+
+def test_training_curve_reads_psnr_from_the_l2_loss(tmp_path: Path) -> None:
+    from titok.reproduce.report import training_curve
+
+    class FakeRun:
+        budget = get_budget("tiny")
+        state: dict = {}
+
+        def path(self, *parts: str) -> Path:
+            return tmp_path.joinpath(*parts)
+
+    rows = [{"step": 1, "reconstruction": 0.1}, {"step": 2, "lr": 1.0}, {"step": 3, "reconstruction": 0.001}]
+    for folder in ("vqgan-f8", "titok-k8-stage2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    batch = FakeRun.budget.batch_size
+    images, psnr = training_curve(FakeRun(), "vqgan-f8", smooth=1)
+    assert images == [batch, 3 * batch] and psnr == pytest.approx([10.0, 30.0])
+    # a two-stage TiTok's pixel curve is its stage 2's, after the stage-1 images
+    images, psnr = training_curve(FakeRun(), "titok-k8", smooth=2)
+    offset = FakeRun.budget.stage1_steps * batch
+    assert images == [offset + batch, offset + 3 * batch] and psnr[1] == pytest.approx(
+        -10 * math.log10(0.0505)
+    )
+    assert training_curve(FakeRun(), "titok-k16-single") == ([], [])

@@ -1,16 +1,16 @@
 """How much compute each stage of the Imagenette-64 reproduction gets, and the models it trains.
 
-Three budgets: ``default`` (at most about 2 hours on a 2-core CPU), ``quick`` (at most about 20
-minutes) and ``tiny`` (a handful of steps on a few dozen images: the test suite's check that every
-stage and the report work). The architectures are the same in every budget, only steps and image
-counts change, so a quick run is a shorter default run, not another experiment.
+Three budgets: ``default`` (at most about 2.5 hours on a 2-core CPU), ``quick`` (at most about
+20 minutes) and ``tiny`` (a handful of steps on a few dozen images: the test suite's check that
+every stage and the report work). The architectures are the same in every budget, only steps and
+image counts change, so a quick run is a shorter default run, not another experiment.
 
 Tokenizer budget: every tokenizer sees the same number of training images
-(``tokenizer_steps * batch_size``). A 2D VQGAN trains for ``tokenizer_steps``; a two-stage TiTok
-trains ``stage1_steps`` on the teacher's codes then ``tokenizer_steps - stage1_steps`` to
-pixels; a single-stage TiTok trains straight to pixels at the smaller ``single_stage_batch``,
-so for proportionally more steps (short runs need the optimizer steps to leave the mean-image
-plateau, see docs/reproduce.md).
+(``tokenizer_steps * batch_size``), with the same learning-rate warm-up (:meth:`Budget.warmup_steps`).
+The single-stage TiTok tokenizers (K in ``token_counts``, the built-in model's recipe
+``imagenette64_titok``) and the 2D VQGANs train for ``tokenizer_steps``; a two-stage TiTok (the
+authors' recipe, K in ``two_stage_token_counts``) trains ``stage1_steps`` on the f=8 VQGAN's codes
+then ``tokenizer_steps - stage1_steps`` to pixels.
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ class Budget:
 
     Attributes:
         name: budget name (recorded in the report).
-        token_counts: numbers of latent tokens K of the TiTok tokenizers.
+        token_counts: numbers of latent tokens K of the single-stage TiTok tokenizers.
+        two_stage_token_counts: K of the two-stage TiTok tokenizers (may be empty).
         batch_size: tokenizer training batch.
-        tokenizer_steps: optimizer steps of every tokenizer (both stages together for TiTok).
+        tokenizer_steps: optimizer steps of every tokenizer (both stages together for two-stage TiTok).
         stage1_steps: TiTok stage-1 steps (the rest of ``tokenizer_steps`` is stage 2).
-        single_stage_batch: batch of the single-stage TiTok tokenizers; must divide
-            ``tokenizer_steps * batch_size``.
-        discriminator_start: step of the GAN loss in VQGAN and stage-2 training.
+        adversarial: the VQGANs and TiTok stage 2 add the GAN loss from ``discriminator_start``
+            (and LPIPS when its weights are present); False: L2 only, like the single-stage TiTok
+            recipe, so that PSNR compares tokenizers trained for the same objective.
+        discriminator_start: step of the GAN loss in VQGAN and stage-2 training (if ``adversarial``).
         generator_steps, generator_batch: MaskGIT generator training.
         classifier_epochs: epochs of the feature-network classifier.
         max_train_images: train on the first N images of the train split (None: all).
@@ -50,13 +52,14 @@ class Budget:
     """
 
     name: str
-    token_counts: tuple[int, ...] = (8, 16, 32, 64)
+    token_counts: tuple[int, ...] = (16, 32, 64)
+    two_stage_token_counts: tuple[int, ...] = ()
     batch_size: int = 32
-    tokenizer_steps: int = 240
-    stage1_steps: int = 120
-    single_stage_batch: int = 8
-    discriminator_start: int = 160
-    generator_steps: int = 1000
+    tokenizer_steps: int = 1500
+    stage1_steps: int = 750
+    adversarial: bool = False
+    discriminator_start: int = 1000
+    generator_steps: int = 1500
     generator_batch: int = 64
     classifier_epochs: int = 4
     max_train_images: int | None = None
@@ -75,11 +78,6 @@ class Budget:
                 f"budget {self.name}: stage1_steps must lie in (0, tokenizer_steps={self.tokenizer_steps}), "
                 f"got {self.stage1_steps}"
             )
-        if self.single_stage_batch < 1 or (self.tokenizer_steps * self.batch_size) % self.single_stage_batch:
-            raise ConfigError(
-                f"budget {self.name}: single_stage_batch {self.single_stage_batch} must divide the tokenizer "
-                f"budget of {self.tokenizer_steps * self.batch_size} images"
-            )
         if self.eval_images > self.holdout:
             raise ConfigError(f"budget {self.name}: eval_images {self.eval_images} > holdout {self.holdout}")
         if not self.token_counts:
@@ -90,14 +88,18 @@ class Budget:
         return self.tokenizer_steps - self.stage1_steps
 
     @property
-    def single_stage_steps(self) -> int:
-        """Steps of a single-stage TiTok: the tokenizer budget in images over its batch."""
-        return self.tokenizer_steps * self.batch_size // self.single_stage_batch
+    def tokenizer_images(self) -> int:
+        """Training images seen by every tokenizer."""
+        return self.tokenizer_steps * self.batch_size
 
-    @property
-    def single_stage_discriminator_start(self) -> int:
-        """The GAN start of the single-stage runs, at the same fraction of their images."""
-        return self.discriminator_start * self.batch_size // self.single_stage_batch
+    @staticmethod
+    def warmup_steps(steps: int) -> int:
+        """Linear learning-rate warm-up of a run of ``steps``: a fifth of it, at most 300 steps.
+
+        A gentle start keeps a fresh TiTok from collapsing onto the mean image (docs/learning.md);
+        the VQGANs get the same schedule.
+        """
+        return max(1, min(300, steps // 5))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,9 +109,9 @@ BUDGETS: dict[str, Budget] = {
     "default": Budget(name="default"),
     "quick": Budget(
         name="quick",
-        tokenizer_steps=32,
-        stage1_steps=16,
-        discriminator_start=24,
+        token_counts=(32,),
+        tokenizer_steps=250,
+        stage1_steps=125,
         generator_steps=300,
         classifier_epochs=1,
         eval_images=200,
@@ -119,10 +121,11 @@ BUDGETS: dict[str, Budget] = {
     "tiny": Budget(
         name="tiny",
         token_counts=(8, 16),
+        two_stage_token_counts=(8,),
         batch_size=4,
         tokenizer_steps=4,
         stage1_steps=2,
-        single_stage_batch=2,
+        adversarial=True,
         discriminator_start=1,
         generator_steps=4,
         generator_batch=8,

@@ -54,7 +54,6 @@ BUILTIN = Budget(
     batch_size=32,
     tokenizer_steps=6000,
     stage1_steps=1,
-    single_stage_batch=32,
     generator_steps=3000,
     generator_batch=64,
     classifier_epochs=4,
@@ -105,19 +104,14 @@ def control_recipe(run: Run, steps: int) -> Recipe:
     return load_recipe(RECIPES / "tiny_vqgan.yaml", overrides, mode="vqgan")
 
 
-@torch.inference_mode()
-def class_agreement(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of ``images`` that the classifier ``network`` assigns to their ``labels``."""
-    hits = 0
-    for chunk, want in zip(images.split(100), labels.split(100), strict=True):
-        hits += int((network(chunk)[1].argmax(1) == want).sum())
-    return hits / len(labels)
-
-
 def stage_eval_generation(run: Run) -> dict[str, Any]:
-    from titok.evaluation.reconstruction import split_batches
     from titok.models.generator import Generator
-    from titok.reproduce.measure import generation_metrics_for, generation_speed
+    from titok.reproduce.measure import (
+        class_agreement,
+        generation_metrics_for,
+        generation_speed,
+        real_class_agreement,
+    )
     from titok.reproduce.report import save_grid
 
     b = run.budget
@@ -128,17 +122,11 @@ def stage_eval_generation(run: Run) -> dict[str, Any]:
     gen = Generator.from_pretrained(run.path("generator-1d", "export")).eval()
     metrics, images = generation_metrics_for(gen, tok, net, reference, b.generated_images, classes)
     labels = torch.arange(len(images)) % classes
-    real_images, real_labels = [], []
-    for batch in split_batches(
-        run.val_split(b.eval_images), IMAGE_SIZE, 100, progress=False, require_labels=True
-    ):
-        real_images.append(batch["image"])
-        real_labels.append(batch["label"])
     results = {
         "tokenizer": TOKENIZER,
         **metrics,
         "class_agreement": class_agreement(net, images, labels),
-        "class_agreement_real_heldout": class_agreement(net, torch.cat(real_images), torch.cat(real_labels)),
+        "class_agreement_real_heldout": real_class_agreement(net, run.val_split(b.eval_images), IMAGE_SIZE),
         **generation_speed(gen, tok, classes, b.speed_batch, b.speed_runs),
     }
     per_class = 8
@@ -229,7 +217,7 @@ def run_builtin(
         "eval-reconstruction": lambda: stage_eval_reconstruction(run, (TOKENIZER, CONTROL)),
         "eval-probe": lambda: stage_eval_probe(run, (TOKENIZER, CONTROL)),
         "tokens-1d": lambda: stage_tokens(run, "1d", TOKENIZER),
-        "generator-1d": lambda: stage_generator(run, "1d"),
+        "generator-1d": lambda: stage_generator(run, "1d")(),
         "eval-generation": lambda: stage_eval_generation(run),
     }
     for name in STAGES:

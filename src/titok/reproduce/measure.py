@@ -155,3 +155,21 @@ def generation_metrics_for(
         "num_images": float(num),
     }
     return out, images
+
+
+@torch.inference_mode()
+def class_agreement(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of ``images`` (N, 3, H, W) that the classifier ``network`` assigns to their ``labels`` (N,)."""
+    hits = 0
+    for chunk, want in zip(images.split(100), labels.split(100), strict=True):
+        hits += int((network(chunk)[1].argmax(1) == want).sum())
+    return hits / len(labels)
+
+
+def real_class_agreement(network: torch.nn.Module, split: DataSplit, image_size: int) -> float:
+    """:func:`class_agreement` of the real labelled images of ``split`` (the ceiling of generated ones)."""
+    images, labels = [], []
+    for batch in split_batches(split, image_size, 100, progress=False, require_labels=True):
+        images.append(batch["image"])
+        labels.append(batch["label"])
+    return class_agreement(network, torch.cat(images), torch.cat(labels))

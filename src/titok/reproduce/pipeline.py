@@ -2,17 +2,19 @@
 
 Stages, in order (each writes into ``<run>/<stage>/`` and is skipped once done):
 
-1. ``classifier``: the feature network of the FID-like figures (``titok train classifier``).
-2. ``vqgan-f8``, ``vqgan-f16``: 2D VQGAN tokenizers (64 and 16 tokens); f=8 is the teacher.
-3. ``titok-k{K}-stage1`` then ``titok-k{K}-stage2`` for every K of the budget (two-stage
-   TiTok), then ``titok-k{K}-single`` (single-stage TiTok, same images).
-4. ``eval-reconstruction``: PSNR, SSIM, rFID[net], codebook usage of every tokenizer on the
+1. ``classifier``: the feature network of the FID-like figures (``titok train classifier``);
+   ``vqgan-f8``, ``vqgan-f16``: 2D VQGAN tokenizers (64 and 16 tokens); ``titok-k{K}-single``:
+   single-stage TiTok tokenizers (the built-in model's recipe) for every K of the budget. These
+   are independent: with ``workers`` > 1 they train side by side in worker processes.
+2. ``titok-k{K}-stage1`` then ``titok-k{K}-stage2`` for the budget's two-stage K (the authors'
+   recipe, f=8 VQGAN as teacher), if any.
+3. ``eval-reconstruction``: PSNR, SSIM, rFID[net], codebook usage of every tokenizer on the
    held-out images; ``eval-probe``: linear-probe top-1 of their frozen tokens.
-5. ``tokens-1d`` (the chosen 1D tokenizer, see :func:`choose_generator_tokenizer`), ``tokens-2d`` (f=16):
+4. ``tokens-1d`` (the chosen 1D tokenizer, see :func:`choose_generator_tokenizer`), ``tokens-2d`` (f=16):
    pretokenized training images; ``generator-1d``, ``generator-2d``: MaskGIT generators of the
-   same size on each.
-6. ``eval-generation``: gFID[net], IS[net] and images/s of both generators.
-7. ``report``: ``report.md`` with tables and PNG plots (:mod:`titok.reproduce.report`).
+   same size on each (the two pairs side by side with ``workers`` > 1).
+5. ``eval-generation``: gFID[net], IS[net], images/s and class agreement of both generators.
+6. ``report``: ``report.md`` with tables and PNG plots (:mod:`titok.reproduce.report`).
 
 ``state.json`` records the budget, each finished stage and its wall time; running again skips
 finished stages and resumes an interrupted training stage from its last checkpoint;
@@ -28,6 +30,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from titok.class_names import IMAGENETTE_CLASSES
 from titok.errors import ConfigError
 from titok.evaluation.reconstruction import DataSplit
 from titok.reproduce.budget import IMAGE_SIZE, Budget, token_count
+from titok.reproduce.parallel import Job, run_parallel
 from titok.reproduce.recipes import (
     generator_recipe,
     single_stage_recipe,
@@ -161,6 +165,36 @@ class Run:
         self._save()
         self.echo(f"[done] {name} in {entry['seconds']:.0f} s")
 
+    def record(self, name: str, extra: dict[str, Any], seconds: float, threads: int) -> None:
+        """Mark stage ``name`` done after ``seconds`` of wall time on ``threads`` threads (a worker's)."""
+        entry = self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
+        entry["seconds"] += seconds
+        entry.update(threads=threads, done=True, **extra)
+        self._save()
+        self.echo(f"[done] {name} in {entry['seconds']:.0f} s")
+
+    def stages(self, jobs: Sequence[tuple[str, Job]], workers: int = 1) -> None:
+        """Run the independent stages ``jobs`` not done yet: in order here, or on ``workers`` processes.
+
+        Jobs for workers must be picklable (module-level functions and their arguments). A stage
+        interrupted in a worker resumes from its checkpoints like any other.
+        """
+        todo = []
+        for name, job in jobs:
+            if self.done(name):
+                self.stage(name, job)  # echoes the skip
+            else:
+                todo.append((name, job))
+        if workers <= 1 or len(todo) <= 1:
+            for name, job in todo:
+                self.stage(name, job)
+            return
+        for name, _ in todo:
+            self.echo(f"[run ] {name} (worker process)")
+            self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
+        self._save()
+        run_parallel(todo, min(workers, len(todo)), self.record)
+
     def path(self, *parts: str) -> Path:
         return self.output.joinpath(*parts)
 
@@ -185,8 +219,13 @@ class Run:
     # ------------------------------------------------------------------ tokenizers
     def tokenizer_names(self) -> list[str]:
         """2D VQGANs, two-stage TiTok ``titok-k{K}``, single-stage TiTok ``titok-k{K}-single``."""
-        ks = self.budget.token_counts
-        return ["vqgan-f8", "vqgan-f16", *[f"titok-k{k}" for k in ks], *[f"titok-k{k}-single" for k in ks]]
+        b = self.budget
+        return [
+            "vqgan-f8",
+            "vqgan-f16",
+            *[f"titok-k{k}" for k in b.two_stage_token_counts],
+            *[f"titok-k{k}-single" for k in b.token_counts],
+        ]
 
     def tokenizer_dir(self, name: str) -> Path:
         return tokenizer_export(self.output, name)
@@ -206,22 +245,28 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------- stages
-def _train(recipe: Recipe) -> dict[str, Any]:
-    """Train ``recipe`` into its output folder, resuming from the folder's last checkpoint if any."""
+def _train(recipe: Recipe, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``recipe`` into its output folder, resuming from the folder's last checkpoint if any.
+
+    Returns the steps, skipped samples and ``extra`` (for the stage's record).
+    """
     from titok.training import make_task, train
     from titok.training.checkpointing import latest_checkpoint
 
     resume = latest_checkpoint(recipe.experiment.output_dir) is not None
     result = train(make_task(recipe), resume=resume)
-    return {"steps": result.step, "skipped": dict(result.skipped)}
+    return {"steps": result.step, "skipped": dict(result.skipped), **(extra or {})}
 
 
 def stage_classifier(run: Run) -> dict[str, Any]:
+    return _classifier_job(run.budget, run.data, run.path("classifier"))
+
+
+def _classifier_job(b: Budget, data: str, output: Path) -> dict[str, Any]:
     from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
 
-    b = run.budget
     config = ClassifierTrainingConfig(
-        data=run.data,
+        data=data,
         name="imagenette64-resnet",
         image_size=IMAGE_SIZE,
         holdout=b.holdout,
@@ -231,7 +276,7 @@ def stage_classifier(run: Run) -> dict[str, Any]:
         num_classes=len(IMAGENETTE_CLASSES),
         epochs=b.classifier_epochs,
     )
-    result = train_classifier(config, run.path("classifier"), resume=True, progress=True)
+    result = train_classifier(config, output, resume=True, progress=False)
     return {"val_top1": result.val_top1}
 
 
@@ -326,7 +371,8 @@ def stage_tokens(run: Run, which: str, name: str | None = None) -> dict[str, Any
     return {"tokenizer": name}
 
 
-def stage_generator(run: Run, which: str) -> dict[str, Any]:
+def stage_generator(run: Run, which: str) -> Job:
+    """The training job of generator ``which`` (picklable), on the tokens of stage ``tokens-{which}``."""
     tokenizer = run.state["stages"][f"tokens-{which}"]["tokenizer"]
     recipe = generator_recipe(
         run.budget,
@@ -335,17 +381,23 @@ def stage_generator(run: Run, which: str) -> dict[str, Any]:
         str(run.tokenizer_dir(tokenizer)) if which == "1d" else None,
         len(IMAGENETTE_CLASSES),
     )
-    return {**_train(recipe), "tokenizer": tokenizer}
+    return partial(_train, recipe, {"tokenizer": tokenizer})
 
 
 def stage_eval_generation(run: Run) -> dict[str, Any]:
     from titok.models.generator import Generator
-    from titok.reproduce.measure import generation_metrics_for, generation_speed
+    from titok.reproduce.measure import (
+        class_agreement,
+        generation_metrics_for,
+        generation_speed,
+        real_class_agreement,
+    )
     from titok.reproduce.report import save_grid
 
     b = run.budget
     net = run.feature_network()
     reference = _reference(run, net)
+    real_agreement = real_class_agreement(net, run.val_split(b.eval_images), IMAGE_SIZE)
     results = {}
     for which in ("1d", "2d"):
         tokenizer_name = run.state["stages"][f"tokens-{which}"]["tokenizer"]
@@ -359,6 +411,10 @@ def stage_eval_generation(run: Run) -> dict[str, Any]:
             "tokenizer": tokenizer_name,
             "num_tokens": tok.num_tokens,
             **metrics,
+            "class_agreement": class_agreement(
+                net, images, torch.arange(len(images)) % len(IMAGENETTE_CLASSES)
+            ),
+            "class_agreement_real_heldout": real_agreement,
             **speed,
             "generator_parameters": float(sum(p.numel() for p in gen.parameters())),
         }
@@ -386,10 +442,12 @@ def reproduce_imagenette64(
     echo=print,
     redo: list[str] | None = None,
     latent_centering: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Run (or continue) every stage; returns the report path.
 
-    ``redo``: stages to run again; ``latent_centering``: the TiTok recipe variant of :class:`Run`.
+    ``redo``: stages to run again; ``latent_centering``: the two-stage TiTok variant of :class:`Run`;
+    ``workers``: processes for the independent training stages (1: all in this process).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
@@ -397,33 +455,36 @@ def reproduce_imagenette64(
     centering = run.latent_centering
     if redo:
         run.redo(redo)
-    b = budget
-    run.stage("classifier", lambda: stage_classifier(run))
-    for f in (8, 16):
-        out = run.path(f"vqgan-f{f}")
-        run.stage(f"vqgan-f{f}", lambda f=f, out=out: _train(vqgan_recipe(b, run.data, f, out)))
+    b, data = budget, run.data
+    independent: list[tuple[str, Job]] = [
+        # the longest first, so that the workers finish together
+        *[
+            (f"vqgan-f{f}", partial(_train, vqgan_recipe(b, data, f, run.path(f"vqgan-f{f}"))))
+            for f in (8, 16)
+        ],
+        *[
+            (
+                f"titok-k{k}-single",
+                partial(_train, single_stage_recipe(b, data, k, run.path(f"titok-k{k}-single"))),
+            )
+            for k in sorted(b.token_counts, reverse=True)
+        ],
+        ("classifier", partial(_classifier_job, b, data, run.path("classifier"))),
+    ]
+    run.stages(independent, workers)
     teacher = run.path("vqgan-f8", "export")
-    for k in b.token_counts:
+    for k in b.two_stage_token_counts:
         s1, s2 = run.path(f"titok-k{k}-stage1"), run.path(f"titok-k{k}-stage2")
-        run.stage(
-            f"titok-k{k}-stage1",
-            lambda k=k, s1=s1: _train(stage1_recipe(b, run.data, k, teacher, s1, centering)),
-        )
+        run.stage(f"titok-k{k}-stage1", partial(_train, stage1_recipe(b, data, k, teacher, s1, centering)))
         run.stage(
             f"titok-k{k}-stage2",
-            lambda s1=s1, s2=s2: _train(stage2_recipe(b, run.data, s1 / "export", teacher, s2)),
-        )
-    for k in b.token_counts:
-        out = run.path(f"titok-k{k}-single")
-        run.stage(
-            f"titok-k{k}-single",
-            lambda k=k, out=out: _train(single_stage_recipe(b, run.data, k, out, centering)),
+            lambda s1=s1, s2=s2: _train(stage2_recipe(b, data, s1 / "export", teacher, s2)),
         )
     run.stage("eval-reconstruction", lambda: stage_eval_reconstruction(run))
     run.stage("eval-probe", lambda: stage_eval_probe(run))
     for which in ("1d", "2d"):
         run.stage(f"tokens-{which}", lambda which=which: stage_tokens(run, which))
-        run.stage(f"generator-{which}", lambda which=which: stage_generator(run, which))
+    run.stages([(f"generator-{w}", stage_generator(run, w)) for w in ("1d", "2d")], workers)
     run.stage("eval-generation", lambda: stage_eval_generation(run))
     # The report is rewritten on every call (it is cheap and reflects the latest state).
     start = time.perf_counter()

@@ -1,20 +1,20 @@
-"""The training recipes of the Imagenette-64 reproduction, built from the packaged tiny recipes.
+"""The training recipes of the Imagenette-64 reproduction, built from the packaged recipes.
 
 Architectures (the same in every budget):
 
 * 2D VQGAN tokenizers: 32 base channels, one residual block per level, 32-dim codes, 1024
   codes; ``channel_mult`` (1, 2, 2, 4) for f=8 (8 x 8 = 64 tokens at 64 px) and (1, 2, 2, 4, 4)
-  for f=16 (4 x 4 = 16 tokens). The f=8 one is the proxy-code teacher.
-* TiTok tokenizers: patch 8, ViT encoder and decoder of width 128, depth 4, 4 heads, 12-dim
-  codes, 1024 codes, K latent tokens. Two-stage: stage 1 on the teacher's codes, stage 2 decodes
-  through the teacher's decoder (the authors' recipe and initialisation). Single-stage: straight
-  to pixels (L2 + GAN), with ``decoder_embed`` initialised at std 0.3 instead of 0.02 (a fresh
-  decoder more sensitive to its tokens, meant to shorten the mean-image plateau; measured in
-  docs/reproduce.md not to: at batch 8 neither 0.3 nor 0.02 leaves it within the budget).
-* ``centering=True`` (``titok reproduce --latent-centering``): the TiTok stages with
-  ``model.latent_centering``, stage 1 and single-stage without weight averaging, and the
-  single-stage ``decoder_embed`` at the authors' std 0.02; not the authors' recipe.
+  for f=16 (4 x 4 = 16 tokens). The f=8 one is the proxy-code teacher of the two-stage TiTok.
+* Single-stage TiTok tokenizers: the built-in model's recipe ``imagenette64_titok`` (patch 8,
+  ViT encoder and decoder of width 128, depth 4, 12-dim codes, 1024 codes, latent centering and
+  dead-code restarts, straight to pixels with L2) with K latent tokens.
+* Two-stage TiTok tokenizers (the authors' recipe): the same ViT; stage 1 on the teacher's codes,
+  stage 2 decodes through the teacher's decoder. ``centering=True`` (``titok reproduce
+  --latent-centering``) trains them with ``model.latent_centering`` and without weight averaging.
 * MaskGIT generators: BERT of width 128, depth 4, 4 heads, same for 1D and 2D tokens.
+
+Every tokenizer gets the warm-up of :meth:`Budget.warmup_steps`; with ``budget.adversarial``
+False, the VQGANs and stage 2 train with L2 alone, like the single-stage recipe.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ GENERATOR_MODEL = [
 
 
 def _common(budget: Budget, data: str, output: Path, steps: int, batch: int) -> list[str]:
-    every = max(1, min(100, steps // 4))
+    every = max(1, min(250, steps // 4))
     return [
         f"data.train={data}",
         f"data.image_size={IMAGE_SIZE}",
@@ -66,7 +66,7 @@ def _common(budget: Budget, data: str, output: Path, steps: int, batch: int) -> 
         f"training.batch_size={batch}",
         f"training.max_train_steps={steps}",
         "training.seed=0",
-        f"lr_scheduler.warmup_steps={max(1, min(50, steps // 10))}",
+        f"lr_scheduler.warmup_steps={budget.warmup_steps(steps)}",
         f"experiment.output_dir={output}",
         f"experiment.save_every={every}",
         "experiment.keep_last=1",
@@ -76,17 +76,28 @@ def _common(budget: Budget, data: str, output: Path, steps: int, batch: int) -> 
     ]
 
 
-def _gan(budget: Budget) -> list[str]:
-    return [f"losses.discriminator_start={budget.discriminator_start}"]
+NO_GAN = 100_000_000
+
+
+def _losses(budget: Budget, discriminator_start: int) -> list[str]:
+    """GAN (and LPIPS) from ``discriminator_start`` if the budget is adversarial, else L2 alone."""
+    if budget.adversarial:
+        return [f"losses.discriminator_start={discriminator_start}"]
+    return [
+        "losses.perceptual_loss=none",
+        "losses.perceptual_weight=0.0",
+        f"losses.discriminator_start={NO_GAN}",
+        "lr_scheduler.end_lr=1.0e-5",
+    ]
 
 
 def vqgan_recipe(budget: Budget, data: str, factor: int, output: Path) -> Recipe:
-    """A 2D VQGAN with downsampling ``factor`` (8 or 16), standard recipe (L2 + GAN [+ LPIPS])."""
+    """A 2D VQGAN with downsampling ``factor`` (8 or 16): L2 [+ GAN + LPIPS if the budget is adversarial]."""
     overrides = [
         f"model.channel_mult={VQGAN_MULT[factor]}",
         *VQGAN_MODEL,
         *_common(budget, data, output, budget.tokenizer_steps, budget.batch_size),
-        *_gan(budget),
+        *_losses(budget, budget.discriminator_start),
     ]
     return load_recipe(RECIPES / "tiny_vqgan.yaml", overrides, mode="vqgan")
 
@@ -116,28 +127,18 @@ def stage2_recipe(budget: Budget, data: str, stage1: Path, teacher: Path, output
         f"init_from={stage1}",
         f"teacher={teacher}",
         *_common(budget, data, output, budget.stage2_steps, budget.batch_size),
-        f"losses.discriminator_start={max(0, budget.discriminator_start - budget.stage1_steps)}",
+        *_losses(budget, max(0, budget.discriminator_start - budget.stage1_steps)),
     ]
     return load_recipe(RECIPES / "tiny_stage2.yaml", overrides, mode="stage2")
 
 
-SINGLE_STAGE_DECODER_EMBED_STD = 0.3
-
-
-def single_stage_recipe(
-    budget: Budget, data: str, tokens: int, output: Path, centering: bool = False
-) -> Recipe:
-    """TiTok with ``tokens`` latent tokens straight to pixels, same images as the other tokenizers."""
+def single_stage_recipe(budget: Budget, data: str, tokens: int, output: Path) -> Recipe:
+    """TiTok with ``tokens`` latent tokens, recipe ``imagenette64_titok``, same images as the others."""
     overrides = [
-        *TITOK_MODEL,
         f"model.num_latent_tokens={tokens}",
-        # With centering, the authors' 0.02 (the variant was measured that way).
-        *([] if centering else [f"model.decoder_embed_init_std={SINGLE_STAGE_DECODER_EMBED_STD}"]),
-        *_common(budget, data, output, budget.single_stage_steps, budget.single_stage_batch),
-        f"losses.discriminator_start={budget.single_stage_discriminator_start}",
-        *_centering(centering),
+        *_common(budget, data, output, budget.tokenizer_steps, budget.batch_size),
     ]
-    return load_recipe(RECIPES / "tiny_single_stage.yaml", overrides, mode="single_stage")
+    return load_recipe(RECIPES / "imagenette64_titok.yaml", overrides, mode="single_stage")
 
 
 def generator_recipe(

@@ -60,6 +60,33 @@ def _kind(name: str) -> str:
     return "1D TiTok single-stage" if name.endswith("-single") else "1D TiTok two-stage"
 
 
+def _training_folder(name: str) -> str:
+    """The run sub-folder whose ``metrics.jsonl`` has tokenizer ``name``'s pixel loss."""
+    return name if name.startswith("vqgan") or name.endswith("-single") else f"{name}-stage2"
+
+
+def training_curve(run: Run, name: str, smooth: int = 5) -> tuple[list[float], list[float]]:
+    """Training images seen and training-batch PSNR (dB, from the L2 loss on [0, 1] pixels) of ``name``.
+
+    A running mean over ``smooth`` logged steps; a two-stage TiTok's curve starts after its stage-1
+    images. Empty lists when the run has no metrics for it.
+    """
+    path = run.path(_training_folder(name), "metrics.jsonl")
+    if not path.is_file():
+        return [], []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "reconstruction" in r and r["reconstruction"] > 0]
+    batch = run.budget.batch_size
+    offset = 0 if _training_folder(name) == name else run.budget.stage1_steps * batch
+    images, psnr = [], []
+    for i in range(len(rows)):
+        window = rows[max(0, i - smooth + 1) : i + 1]
+        mse = sum(r["reconstruction"] for r in window) / len(window)
+        images.append(offset + rows[i]["step"] * batch)
+        psnr.append(-10 * math.log10(mse))
+    return images, psnr
+
+
 def _tokens(name: str) -> int:
     if name == "vqgan-f8":
         return 64
@@ -139,6 +166,22 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     fig.savefig(out / "reconstruction.png", dpi=120)
     plt.close(fig)
     files.append("reconstruction.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind, members in series:
+        for n in members:
+            images, psnr = training_curve(run, n)
+            if images:
+                ax.plot(images, psnr, "--" if kind == "2D VQGAN" else "-", label=f"{n} ({_tokens(n)} tokens)")
+    ax.set_xlabel("training images seen")
+    ax.set_ylabel("training-batch PSNR (dB)")
+    ax.set_title("Training curves (L2 loss of the training batches, running mean)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    files.append("curves.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for pool, style in (("concat", "-"), ("mean", ":")):
@@ -231,13 +274,24 @@ def write_report(run: Run) -> Path:
             ],
         ),
         "",
-        f"Tokenizer budget: every tokenizer sees {budget['tokenizer_steps'] * budget['batch_size']} training images: "
-        f"{budget['tokenizer_steps']} steps at batch {budget['batch_size']} (two-stage TiTok: {budget['stage1_steps']} "
-        f"steps of stage 1 on the f=8 VQGAN's codes, then {budget['tokenizer_steps'] - budget['stage1_steps']} of "
-        "stage 2)"
-        + f"; single-stage TiTok: {run.budget.single_stage_steps} steps at batch {budget['single_stage_batch']}, "
-        "straight to pixels"
-        + f". Generators: {budget['generator_steps']} steps at batch {budget['generator_batch']}.",
+        f"Tokenizer budget: every tokenizer sees {run.budget.tokenizer_images} training images, "
+        f"{budget['tokenizer_steps']} steps at batch {budget['batch_size']} with a "
+        f"{run.budget.warmup_steps(budget['tokenizer_steps'])}-step warm-up. Single-stage TiTok: the built-in "
+        "model's recipe `imagenette64_titok` (straight to pixels, L2, latent centering and dead-code restarts)"
+        + (
+            f"; two-stage TiTok (the authors' recipe): {budget['stage1_steps']} steps of stage 1 on the f=8 VQGAN's "
+            f"codes, then {budget['tokenizer_steps'] - budget['stage1_steps']} of stage 2"
+            if run.budget.two_stage_token_counts
+            else ""
+        )
+        + (
+            f". VQGANs{' and stage 2' if run.budget.two_stage_token_counts else ''}: L2, GAN from step "
+            f"{budget['discriminator_start']} (LPIPS when its weights are present)"
+            if run.budget.adversarial
+            else ". VQGANs: L2 alone, like the TiTok (PSNR is the target at this scale; no GAN)"
+        )
+        + f". Generators: {budget['generator_steps']} steps at batch {budget['generator_batch']}. "
+        "Stages with a `threads` note of 1 trained side by side in worker processes (`--workers`), one core each.",
         "",
         "## Reconstruction",
         "",
@@ -265,6 +319,8 @@ def write_report(run: Run) -> Path:
     ]
     if "reconstruction.png" in plots:
         md += ["![reconstruction vs tokens](results/reconstruction.png)", ""]
+    if "curves.png" in plots:
+        md += ["![training curves](results/curves.png)", ""]
     md += ["Held-out originals (top) and reconstructions:", "", "![originals](results/originals.png)", ""]
     md += [f"{n}:\n\n![{n}](results/reconstructions-{n}.png)\n" for n in names]
     md += [
@@ -304,10 +360,13 @@ def write_report(run: Run) -> Path:
             "and on the "
             f"2D tokens of `{gen['2d']['tokenizer']}`. {int(gen['1d']['num_images'])} class-balanced samples each "
             "with the generator's default sampling settings; FID against the held-out images. Speed: sampling "
-            f"plus decoding a batch of {int(gen['1d']['batch_size'])} on this CPU (median of timed runs).",
+            f"plus decoding a batch of {int(gen['1d']['batch_size'])} on this CPU (median of timed runs). "
+            "Class agreement: the share of samples that the run's classifier assigns to the requested class "
+            "(chance 10%; the same classifier on the real held-out images: "
+            f"{_fmt(gen['1d'].get('class_agreement_real_heldout', float('nan')))}).",
             "",
             _table(
-                ["tokens", "tokenizer", "count", gfid, is_key, "images / s"],
+                ["tokens", "tokenizer", "count", gfid, is_key, "class agreement", "images / s"],
                 [
                     [
                         w.upper(),
@@ -315,6 +374,7 @@ def write_report(run: Run) -> Path:
                         gen[w]["num_tokens"],
                         gen[w][gfid],
                         gen[w][is_key],
+                        gen[w].get("class_agreement", float("nan")),
                         gen[w]["images_per_second"],
                     ]
                     for w in ("1d", "2d")
