@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from titok.models.autocast_linears import release
 from titok.models.generator import Generator
 from titok.sampling import SamplingSettings, confidence_decode
 
@@ -122,23 +124,39 @@ def test_bfloat16_tokens_are_those_of_a_plain_autocast(models, case):
         assert torch.equal(model.generate(labels, seed=11, **kw), expected)
 
 
-def test_bfloat16_holds_the_weights_cast_once_per_call_and_restores_them(models):
+class _WeightCasts(TorchDispatchMode):
+    """Counts the casts of the given tensors (by storage) while active."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.counts = {t.data_ptr(): 0 for t in tensors}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        casts = (torch.ops.aten.to, torch.ops.aten._to_copy)
+        if func.overloadpacket in casts and args[0].data_ptr() in self.counts:
+            self.counts[args[0].data_ptr()] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_bfloat16_casts_the_weights_once_per_call_and_restores_them(models):
     model = models["tiny"]
     before = {name: p for name, p in model.named_parameters()}
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    calls: list[tuple[torch.dtype, torch.dtype | None]] = []
-    hooks = [
-        m.register_forward_pre_hook(
-            lambda m, _: calls.append((m.weight.dtype, None if m.bias is None else m.bias.dtype))
-        )
-        for m in linears
-    ]
+    weights = [p for m in linears for p in (m.weight, m.bias) if p is not None]
+    outputs: list[torch.dtype] = []
+    hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out.dtype)) for m in linears]
     try:
-        model.generate([1, 2], num_steps=4, seed=0, dtype=BF16)
-        assert calls and set(calls) == {(BF16, BF16)}  # autocast finds nothing to cast
-        calls.clear()
+        counts = []
+        for steps in (2, 4):
+            release(model)
+            with _WeightCasts(weights) as casts:
+                model.generate([1, 2], num_steps=steps, seed=0, dtype=BF16)
+            counts.append(casts.counts)
+        assert counts[0] == counts[1] and min(counts[0].values()) >= 1  # once per call, not per step
+        assert outputs and set(outputs) == {BF16}
+        outputs.clear()
         model.generate([1, 2], num_steps=2, seed=0)
-        assert set(calls) == {(torch.float32, torch.float32)}
+        assert set(outputs) == {torch.float32}
 
         def stop(step: int, ids: torch.Tensor) -> None:
             raise KeyboardInterrupt
@@ -151,6 +169,28 @@ def test_bfloat16_holds_the_weights_cast_once_per_call_and_restores_them(models)
     after = dict(model.named_parameters())
     assert after.keys() == before.keys()
     assert all(after[name] is p and p.dtype == torch.float32 for name, p in before.items())
+    assert not any("forward" in vars(m) for m in linears)
+
+
+def test_bfloat16_keeps_the_cast_weights_until_they_change():
+    model = build("tiny")
+    head = model.code_head()
+    weights = [
+        p for m in model.modules() if isinstance(m, nn.Linear) for p in (m.weight, m.bias) if p is not None
+    ]
+    model.generate([1, 2], num_steps=2, seed=0, dtype=BF16)
+    with _WeightCasts(weights) as casts:
+        model.generate([1, 2], num_steps=2, seed=0, dtype=BF16)
+    assert set(casts.counts.values()) == {0}  # kept from the last call
+    with torch.no_grad():
+        head.weight.mul_(-1.0)  # in place: a new version
+    with _WeightCasts(weights) as casts:
+        tokens = model.generate([4, 8], seed=11, dtype=BF16)
+    recast = {ptr for ptr, n in casts.counts.items() if n}
+    assert recast == {head.weight.data_ptr(), head.bias.data_ptr()}  # that Linear only
+    assert torch.equal(tokens, plain_autocast_tokens(model, [4, 8]))
+    head.weight = nn.Parameter(torch.randn_like(head.weight))  # a new tensor
+    assert torch.equal(model.generate([4, 8], seed=11, dtype=BF16), plain_autocast_tokens(model, [4, 8]))
 
 
 def test_unconditional_pass_is_skipped_where_the_scale_is_zero_in_bfloat16(models):
