@@ -9,8 +9,9 @@ published sampling settings:
 * ``tiny``: the ``tiny`` generator over ``titok-tiny-32``'s 16 tokens (a smoke test of the script).
 
 For each size the models are built once; each dtype (float32, bfloat16: ``generate(dtype=...)``
-and ``decode(dtype=...)``) gets a small warm-up (a 1-step generation and a decode of 2 images),
-then ``--runs`` rounds time ``Generator.generate`` for ``--batch`` labels and ``TiTok.decode`` of
+and ``decode(dtype=...)``) gets a small warm-up (a 1-step generation and a decode of 2 images;
+in bfloat16 it also makes the generator's bfloat16 weight copies, which ``generate`` keeps for
+later calls: the timed calls do not cast the weights), then ``--runs`` rounds time ``Generator.generate`` for ``--batch`` labels and ``TiTok.decode`` of
 the tokens, every dtype once per round (interleaved, so that a load change hits them alike); the
 median is reported as s/image and images/s, for tokens only and for images (tokens + decode).
 Also: approximate achieved GFLOP/s of the token part, and the load average (the machine may be
