@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from titok.models import autocast_linears
-from titok.models.autocast_linears import linears_in_autocast_dtype, onednn_packing, release
+from titok.models.autocast_linears import LowPrecisionLinears, onednn_packing
 
 BF16 = torch.bfloat16
 
@@ -28,11 +28,11 @@ def packing(request, monkeypatch) -> bool:
 
 @pytest.mark.parametrize("shape", [(5, 24), (3, 7, 24)])
 def test_values_are_those_of_a_plain_autocast(packing, shape):
-    m, x = model(), torch.randn(shape)
+    m, x, copies = model(), torch.randn(shape), LowPrecisionLinears()
     with torch.autocast("cpu", dtype=BF16), torch.inference_mode():
         expected = m(x)
         for _ in range(2):  # the first call makes the copies, the second reuses them
-            with linears_in_autocast_dtype(m, "cpu"):
+            with copies.active(m, "cpu"):
                 assert ("forward" in vars(m[0])) == packing
                 out = m(x)
             assert out.dtype == BF16 and torch.equal(out, expected)
@@ -41,23 +41,35 @@ def test_values_are_those_of_a_plain_autocast(packing, shape):
 
 
 def test_copies_follow_the_weights(packing):
-    m, x = model(), torch.randn(4, 24)
+    m, x, copies = model(), torch.randn(4, 24), LowPrecisionLinears()
     with torch.autocast("cpu", dtype=BF16), torch.inference_mode():
-        with linears_in_autocast_dtype(m, "cpu"):
+        with copies.active(m, "cpu"):
             m(x)
         with torch.no_grad():
             m[2].weight.mul_(2.0)
         expected = m(x)
-        with linears_in_autocast_dtype(m, "cpu"):
+        with copies.active(m, "cpu"):
             assert torch.equal(m(x), expected)
-    release(m)
-    assert not any(layer in autocast_linears._HELD for layer in m)
+    assert len(copies) == 2
+    copies.release()
+    assert len(copies) == 0
 
 
 def test_nothing_outside_autocast_and_no_packing_with_gradients():
-    m = model()
-    with linears_in_autocast_dtype(m, "cpu"):
+    m, copies = model(), LowPrecisionLinears()
+    with copies.active(m, "cpu"):
         assert m[0].weight.dtype == torch.float32 and "forward" not in vars(m[0])
-    with torch.autocast("cpu", dtype=BF16), linears_in_autocast_dtype(m, "cpu"):
+    with torch.autocast("cpu", dtype=BF16), copies.active(m, "cpu"):
         assert m[0].weight.dtype == BF16 and "forward" not in vars(m[0])
     assert m[0].weight.dtype == torch.float32
+
+
+def test_copies_belong_to_their_owner_and_are_not_pickled():
+    import copy
+    import pickle
+
+    m, copies = model(), LowPrecisionLinears()
+    with torch.autocast("cpu", dtype=BF16), torch.inference_mode(), copies.active(m, "cpu"):
+        m(torch.randn(2, 24))
+    assert len(copies) == 2 and len(LowPrecisionLinears()) == 0
+    assert len(pickle.loads(pickle.dumps(copies))) == 0 and len(copy.deepcopy(copies)) == 0

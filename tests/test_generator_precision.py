@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from titok.models.autocast_linears import release
 from titok.models.generator import Generator
 from titok.sampling import SamplingSettings, confidence_decode
 
@@ -148,7 +147,7 @@ def test_bfloat16_casts_the_weights_once_per_call_and_restores_them(models):
     try:
         counts = []
         for steps in (2, 4):
-            release(model)
+            model.low_precision_linears.release()
             with _WeightCasts(weights) as casts:
                 model.generate([1, 2], num_steps=steps, seed=0, dtype=BF16)
             counts.append(casts.counts)

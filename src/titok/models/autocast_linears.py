@@ -2,8 +2,8 @@
 
 Autocast casts a Linear's weight and bias at every call, and in inference mode, where its weight
 cache is off, a model called many times (a generator's decoding steps) pays that cast at every
-call. :func:`linears_in_autocast_dtype` casts them once and keeps the copies for the next
-``with`` block, as long as the weights stay the same.
+call. :class:`LowPrecisionLinears`, owned by the model, casts them once and keeps the copies for
+the next ``with`` block, as long as the weights stay the same.
 
 In bfloat16 on an AVX-512 CPU it also stores each weight in oneDNN's packed layout and runs the
 Linear as oneDNN's ``_linear_pointwise`` (bias fused into the product): the same bfloat16 matrix
@@ -80,61 +80,70 @@ class _Held:
         return True
 
 
-#: The last low-precision copies of each Linear, kept between calls while its weights are unchanged.
-_HELD: weakref.WeakKeyDictionary[nn.Linear, _Held] = weakref.WeakKeyDictionary()
+class LowPrecisionLinears:
+    """The low-precision copies of one model's Linears, kept between calls while its weights are unchanged.
 
-
-def _hold(m: nn.Linear, dtype: torch.dtype, packing: bool) -> _Held:
-    """``m``'s weights in ``dtype`` (packed if ``packing``), reused from the last call if unchanged."""
-    held = _HELD.get(m)
-    if held is not None and held.copies(m, (dtype, packing)):
-        return held
-    _HELD.pop(m, None)  # free the stale copies before making new ones
-    weight = m.weight.detach().to(dtype)
-    bias = None if m.bias is None else m.bias.detach().to(dtype)
-    if packing:
-        held = _Held(_sources(m), (dtype, packing), None, bias, _packed_forward(weight, bias, dtype))
-    else:
-        held = _Held(_sources(m), (dtype, packing), weight, bias, None)
-    _HELD[m] = held
-    return held
-
-
-def release(module: nn.Module) -> None:
-    """Drop the low-precision copies kept for the Linears of ``module``."""
-    for m in module.modules():
-        _HELD.pop(m, None)  # type: ignore[call-overload]
-
-
-@contextlib.contextmanager
-def linears_in_autocast_dtype(module: nn.Module, device_type: str) -> Iterator[None]:
-    """Inside an autocast on ``device_type``, hold every Linear of ``module`` in its dtype until the exit.
-
-    For inference only (no gradients flow through the copies). The copies are kept (one per
-    Linear, about half the float32 weights in bfloat16) and reused by the next call as long as
-    the Linear has the same weight and bias tensors, unmodified (same version counter and
-    storage: in-place writes through ``.data`` are not seen; :func:`release` drops the copies).
-    Outside autocast this does nothing. On exit every Linear has its own weight, bias and
-    forward back.
+    The model owns it (``self.low_precision_linears = LowPrecisionLinears()``); copies are keyed by
+    the Linear's name in the model and are not saved, pickled or copied with it.
     """
-    low = autocast_dtype(device_type)
-    if low is None:
-        yield
-        return
-    packing = onednn_packing(device_type, low) and not torch.is_grad_enabled()
-    kept = [(m, m.weight, m.bias) for m in module.modules() if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad():
-            for m, _, _ in kept:
-                held = _hold(m, low, packing)
-                if held.forward is not None:
-                    m.forward = held.forward  # type: ignore[method-assign]
-                elif held.weight is not None:
-                    m.weight = nn.Parameter(held.weight, requires_grad=False)
-                    if held.bias is not None:
-                        m.bias = nn.Parameter(held.bias, requires_grad=False)
-        yield
-    finally:
-        for m, weight, bias in kept:
-            m.weight, m.bias = weight, bias
-            m.__dict__.pop("forward", None)
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __getstate__(self) -> dict:
+        return {"_held": {}}
+
+    def release(self) -> None:
+        """Drop the copies (they are made again at the next use)."""
+        self._held.clear()
+
+    def _hold(self, name: str, m: nn.Linear, dtype: torch.dtype, packing: bool) -> _Held:
+        """``m``'s weights in ``dtype`` (packed if ``packing``), reused from the last call if unchanged."""
+        held = self._held.get(name)
+        if held is not None and held.copies(m, (dtype, packing)):
+            return held
+        self._held.pop(name, None)  # free the stale copies before making new ones
+        weight = m.weight.detach().to(dtype)
+        bias = None if m.bias is None else m.bias.detach().to(dtype)
+        if packing:
+            held = _Held(_sources(m), (dtype, packing), None, bias, _packed_forward(weight, bias, dtype))
+        else:
+            held = _Held(_sources(m), (dtype, packing), weight, bias, None)
+        self._held[name] = held
+        return held
+
+    @contextlib.contextmanager
+    def active(self, module: nn.Module, device_type: str) -> Iterator[None]:
+        """Inside an autocast on ``device_type``, run every Linear of ``module`` from its copies until the exit.
+
+        For inference only (no gradients flow through the copies). The copies (one per Linear,
+        about half the float32 weights in bfloat16) are reused by the next call as long as the
+        Linear has the same weight and bias tensors, unmodified (same version counter and storage:
+        in-place writes through ``.data`` are not seen; :meth:`release` drops the copies).
+        Outside autocast this does nothing. On exit every Linear has its own weight, bias and
+        forward back.
+        """
+        low = autocast_dtype(device_type)
+        if low is None:
+            yield
+            return
+        packing = onednn_packing(device_type, low) and not torch.is_grad_enabled()
+        kept = [(name, m, m.weight, m.bias) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+        try:
+            with torch.no_grad():
+                for name, m, _, _ in kept:
+                    held = self._hold(name, m, low, packing)
+                    if held.forward is not None:
+                        m.forward = held.forward  # type: ignore[method-assign]
+                    elif held.weight is not None:
+                        m.weight = nn.Parameter(held.weight, requires_grad=False)
+                        if held.bias is not None:
+                            m.bias = nn.Parameter(held.bias, requires_grad=False)
+            yield
+        finally:
+            for _, m, weight, bias in kept:
+                m.weight, m.bias = weight, bias
+                m.__dict__.pop("forward", None)

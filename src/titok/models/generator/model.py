@@ -26,7 +26,7 @@ from torch import nn
 
 from titok.checkpoints import load_strict, read_state_dict, save_model
 from titok.errors import ConfigError, TitokError
-from titok.models.autocast_linears import linears_in_autocast_dtype
+from titok.models.autocast_linears import LowPrecisionLinears
 from titok.models.generator.config import GeneratorConfig
 from titok.models.generator.presets import get_generator_preset
 from titok.models.generator.pretrained import drop_derived_buffers, find_generator
@@ -63,6 +63,8 @@ class Generator(nn.Module):
             raise ConfigError(f"{type(self).__name__} needs arch {self.arch!r}, got {config.arch!r}")
         super().__init__()
         self.config = config
+        #: bfloat16 copies of the Linears for ``generate``, kept while the weights are unchanged
+        self.low_precision_linears = LowPrecisionLinears()
 
     # -- architecture hooks -------------------------------------------------------------------------
 
@@ -170,7 +172,7 @@ class Generator(nn.Module):
         autocasts the model's matrix products to bfloat16, ``torch.float32`` forces full
         precision, None follows the caller's autocast. Under autocast the Linear weights are
         cast once, not at every step, and the copies are kept for later calls while the weights
-        stay unchanged (:mod:`titok.models.autocast_linears`; in bfloat16 on an AVX-512 CPU, in
+        stay unchanged (``self.low_precision_linears``; in bfloat16 on an AVX-512 CPU, in
         oneDNN's packed layout); the logits come out in bfloat16 and the sampler adds its Gumbel
         noise and ranks confidences in float32.
 
@@ -226,7 +228,7 @@ class Generator(nn.Module):
             with (
                 precision(device.type, dtype),
                 torch.inference_mode(),
-                linears_in_autocast_dtype(self, device.type),
+                self.low_precision_linears.active(self, device.type),
             ):
                 tokens = confidence_decode(
                     self.masked_logits,
