@@ -128,6 +128,16 @@ def _key(metrics: dict[str, float], prefix: str) -> str:
     return next(k for k in metrics if k.startswith(prefix))
 
 
+def _save(fig, path: Path) -> str:
+    """Write the matplotlib figure ``fig`` to ``path`` (PNG), close it, return the file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
 def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     """Write the PNG plots; returns their file names (empty without matplotlib)."""
     try:
@@ -162,10 +172,7 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "reconstruction.png", dpi=120)
-    plt.close(fig)
-    files.append("reconstruction.png")
+    files.append(_save(fig, out / "reconstruction.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for kind, members in series:
@@ -178,10 +185,7 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     ax.set_title("Training curves (L2 loss of the training batches, running mean)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-    files.append("curves.png")
+    files.append(_save(fig, out / "curves.png"))
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for pool, style in (("concat", "-"), ("mean", ":")):
@@ -197,10 +201,7 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
     ax.set_ylabel("linear-probe top-1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "probe.png", dpi=120)
-    plt.close(fig)
-    files.append("probe.png")
+    files.append(_save(fig, out / "probe.png"))
 
     if gen:
         gfid = _key(gen["1d"], "gFID")
@@ -220,10 +221,7 @@ def _plots(run: Run, recon: dict, probe: dict, gen: dict | None) -> list[str]:
             ax.set_xlabel("number of tokens")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "generation.png", dpi=120)
-        plt.close(fig)
-        files.append("generation.png")
+        files.append(_save(fig, out / "generation.png"))
     return files
 
 
