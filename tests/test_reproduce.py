@@ -245,3 +245,13 @@ def test_training_curve_reads_psnr_from_the_l2_loss(tmp_path: Path) -> None:
         -10 * math.log10(0.0505)
     )
     assert training_curve(FakeRun(), "titok-k16-single") == ([], [])
+
+
+def test_worker_jobs_are_recorded_as_each_finishes() -> None:
+    import time
+
+    order: list[tuple[str, float]] = []
+    jobs = [("slow", partial(time.sleep, 3.0)), ("fast", partial(dict, value=2.0))]
+    run_parallel(jobs, 2, lambda name, extra, seconds, threads: order.append((name, time.monotonic())))
+    assert [name for name, _ in order] == ["fast", "slow"]
+    assert order[1][1] - order[0][1] > 1.0  # the fast job was recorded while the slow one ran
