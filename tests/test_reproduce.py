@@ -58,11 +58,13 @@ def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> N
     ]
     assert sorted(state["stages"]) == sorted(expected)
     assert all(s["done"] and s["seconds"] > 0 for s in state["stages"].values())
+    assert state["wall_seconds"] > 0  # the run's own wall time (stages in workers overlap)
     for name in (*independent, "generator-1d", "generator-2d"):  # trained in the workers
         assert state["stages"][name]["threads"] == threads_per_worker(2), name
     report = (tiny_run / "report.md").read_text()
     for section in SECTIONS:
         assert section in report
+    assert f"Wall time {state['wall_seconds'] / 60:.1f} min" in report
     for png in ("reconstruction.png", "probe.png", "generation.png", "originals.png", "samples-1d.png"):
         assert (tiny_run / "results" / png).stat().st_size > 0, png
         assert f"results/{png}" in report
@@ -97,7 +99,7 @@ def test_a_second_call_skips_finished_stages(tiny_run: Path, imagenette) -> None
     lines: list[str] = []
     reproduce_imagenette64(tiny_run, get_budget("tiny"), str(imagenette), echo=lines.append)
     after = json.loads((tiny_run / "state.json").read_text())
-    assert before["stages"] == after["stages"]
+    assert before["stages"] == after["stages"] and after["wall_seconds"] > before["wall_seconds"]
     assert sum(line.startswith("[skip]") for line in lines) == len(before["stages"])
 
 

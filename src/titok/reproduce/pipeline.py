@@ -452,9 +452,23 @@ def reproduce_imagenette64(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
     run = Run(Path(output), budget, data or default_data(), echo, latent_centering)
-    centering = run.latent_centering
     if redo:
         run.redo(redo)
+    start = time.perf_counter()
+    try:
+        _all_stages(run, budget, workers)
+    finally:  # the run's wall time, summed over calls (stages in workers overlap)
+        run.state["wall_seconds"] = run.state.get("wall_seconds", 0.0) + time.perf_counter() - start
+        run._save()
+    # The report is rewritten on every call (it is cheap and reflects the latest state).
+    start = time.perf_counter()
+    stage_report(run)
+    run.echo(f"[done] report in {time.perf_counter() - start:.0f} s: {run.path('report.md')}")
+    return run.path("report.md")
+
+
+def _all_stages(run: Run, budget: Budget, workers: int) -> None:
+    centering = run.latent_centering
     b, data = budget, run.data
     independent: list[tuple[str, Job]] = [
         # the longest first, so that the workers finish together
@@ -486,8 +500,3 @@ def reproduce_imagenette64(
         run.stage(f"tokens-{which}", lambda which=which: stage_tokens(run, which))
     run.stages([(f"generator-{w}", stage_generator(run, w)) for w in ("1d", "2d")], workers)
     run.stage("eval-generation", lambda: stage_eval_generation(run))
-    # The report is rewritten on every call (it is cheap and reflects the latest state).
-    start = time.perf_counter()
-    stage_report(run)
-    run.echo(f"[done] report in {time.perf_counter() - start:.0f} s: {run.path('report.md')}")
-    return run.path("report.md")

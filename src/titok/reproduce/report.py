@@ -252,8 +252,13 @@ def write_report(run: Run) -> Path:
         "",
         f"Budget **{budget['name']}**; data `{state['data']}` (train split, {budget['holdout']} images held out "
         f"with seed 0 for validation{limit}). "
-        f"Total wall time {total / 60:.1f} min on {platform.machine()} (torch threads of each stage in the "
-        "stages table, where recorded), "
+        + (
+            f"Wall time {state['wall_seconds'] / 60:.1f} min; the stages' own times add up to {total / 60:.1f} min "
+            "(stages in worker processes overlap). "
+            if "wall_seconds" in state
+            else f"Total wall time {total / 60:.1f} min. "
+        )
+        + f"On {platform.machine()} (torch threads of each stage in the stages table, where recorded), "
         f"torch {torch.__version__}. Reproduce with `titok reproduce imagenette64 -o RUN --budget {budget['name']}"
         f"{' --latent-centering' if centering else ''}`."
         + (
