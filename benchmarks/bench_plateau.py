@@ -17,7 +17,7 @@ fixed set of Imagenette training images and measures, every ``--every`` steps on
 The plateau ends at the first measurement with ``token_sensitivity`` above 0.01.
 
 Variations, each named in the result key: ``--decoder-embed-std``, ``--init-std`` (every weight),
-``--no-quantizer``, ``--commitment``, ``--output-bias`` (output bias started at the training
+``--no-quantizer``, ``--commitment``, ``--token-size``, ``--output-bias`` (output bias started at the training
 marginal: mean colour, or code frequencies for proxy codes), ``--no-latent-bias`` (encoder output
 bias held at zero), ``--lr``, ``--center-latents`` (``TiTokConfig.latent_centering``).
 
@@ -132,6 +132,7 @@ def build(args: argparse.Namespace, proxy: bool) -> TiTok:
         decoder_embed_init_std=args.decoder_embed_std,
         init_std=args.init_std,
         commitment_cost=args.commitment,
+        token_size=args.token_size,
         latent_centering=args.center_latents,
         dead_code_threshold=args.dead_code_threshold,
     )
@@ -166,6 +167,7 @@ def main() -> None:
         help="model.dead_code_threshold: restart codes whose running usage falls below it (0: off)",
     )
     parser.add_argument("--commitment", type=float, default=0.25, help="VQ commitment cost (beta)")
+    parser.add_argument("--token-size", type=int, default=12, help="code dimension (12: the recipe's)")
     parser.add_argument(
         "--no-quantizer", action="store_true", help="decode the l2-normalised latents directly"
     )
@@ -292,6 +294,7 @@ def main() -> None:
         f"{args.objective}-k{args.tokens}-b{args.batch}-std{args.decoder_embed_std}"
         f"{'' if args.init_std == 0.02 else f'-init{args.init_std}'}"
         f"{'' if args.commitment == 0.25 else f'-beta{args.commitment}'}"
+        f"{'' if args.token_size == 12 else f'-dim{args.token_size}'}"
         f"{'-outbias' if args.output_bias else ''}"
         f"{'-nolatentbias' if args.no_latent_bias else ''}"
         f"{'' if args.lr == 1e-3 else f'-lr{args.lr:g}'}"
