@@ -24,18 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from titok.class_names import IMAGENETTE_CLASSES
 from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.pipeline import (
     Run,
-    _reference,
     _train,
     default_data,
     stage_classifier,
+    stage_eval_generation,
     stage_eval_probe,
     stage_eval_reconstruction,
     stage_generator,
@@ -102,39 +100,6 @@ def control_recipe(run: Run, steps: int) -> Recipe:
         "experiment.image_every=1000",
     ]
     return load_recipe(RECIPES / "tiny_vqgan.yaml", overrides, mode="vqgan")
-
-
-def stage_eval_generation(run: Run) -> dict[str, Any]:
-    from titok.models.generator import Generator
-    from titok.reproduce.measure import (
-        class_agreement,
-        generation_metrics_for,
-        generation_speed,
-        real_class_agreement,
-    )
-    from titok.reproduce.report import save_grid
-
-    b = run.budget
-    classes = len(IMAGENETTE_CLASSES)
-    net = run.feature_network()
-    reference = _reference(run, net)
-    tok = run.load_tokenizer(TOKENIZER)
-    gen = Generator.from_pretrained(run.path("generator-1d", "export")).eval()
-    metrics, images = generation_metrics_for(gen, tok, net, reference, b.generated_images, classes)
-    labels = torch.arange(len(images)) % classes
-    results = {
-        "tokenizer": TOKENIZER,
-        **metrics,
-        "class_agreement": class_agreement(net, images, labels),
-        "class_agreement_real_heldout": real_class_agreement(net, run.val_split(b.eval_images), IMAGE_SIZE),
-        **generation_speed(gen, tok, classes, b.speed_batch, b.speed_runs),
-    }
-    per_class = 8
-    order = torch.cat([torch.arange(c, len(images), classes)[:per_class] for c in range(classes)])
-    save_grid(images[order], run.path("results", "samples-1d.png"), nrow=per_class)
-    run.write_json("generation.json", {"1d": results})
-    run.echo("  " + ", ".join(f"{k} {v}" for k, v in results.items()))
-    return {}
 
 
 def write_report(run: Run) -> Path:
@@ -218,7 +183,7 @@ def run_builtin(
         "eval-probe": lambda: stage_eval_probe(run, (TOKENIZER, CONTROL)),
         "tokens-1d": lambda: stage_tokens(run, "1d", TOKENIZER),
         "generator-1d": lambda: stage_generator(run, "1d")(),
-        "eval-generation": lambda: stage_eval_generation(run),
+        "eval-generation": lambda: stage_eval_generation(run, ("1d",)),
     }
     for name in STAGES:
         if stages is None or name in stages:

@@ -141,18 +141,26 @@ def generation_metrics_for(
     num_classes: int,
     batch_size: int = 50,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """gFID[net] and IS[net] of ``num`` class-balanced samples; also returns the samples."""
+    """gFID[net], IS[net] and class agreement of ``num`` class-balanced samples; also returns the samples.
+
+    Class agreement: the share of samples that ``network`` assigns to the class they were generated
+    for, read from the same forward pass as the IS (NaN for a network without logits).
+    """
     labels = torch.arange(num) % num_classes
     images = generate(generator, tokenizer, labels, batch_size)
     acc = FeatureAccumulator(network)
     for chunk in images.split(batch_size):
         acc.update(chunk)
-    metrics = generation_metrics(acc.compute(), reference.stats, is_splits=min(10, max(1, num // 50)))
+    summary = acc.compute()
+    metrics = generation_metrics(summary, reference.stats, is_splits=min(10, max(1, num // 50)))
     name = network.name
     out = {
         f"gFID[{name}]": metrics[metric_key("FID", name)],
         f"IS[{name}]": metrics.get(metric_key("IS", name), float("nan")),
         "num_images": float(num),
+        "class_agreement": float("nan")
+        if summary.probs is None
+        else float((summary.probs.argmax(1) == labels.numpy()).mean()),
     }
     return out, images
 

@@ -154,19 +154,19 @@ class Run:
             return
         self.echo(f"[run ] {name}")
         entry = self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
-        entry["threads"] = torch.get_num_threads()
         start = time.perf_counter()
         try:
             extra = fn() or {}
-        finally:
-            entry["seconds"] += time.perf_counter() - start
+        except BaseException:
+            entry.update(
+                seconds=entry["seconds"] + time.perf_counter() - start, threads=torch.get_num_threads()
+            )
             self._save()
-        entry.update(done=True, **extra)
-        self._save()
-        self.echo(f"[done] {name} in {entry['seconds']:.0f} s")
+            raise
+        self.record(name, extra, time.perf_counter() - start, torch.get_num_threads())
 
     def record(self, name: str, extra: dict[str, Any], seconds: float, threads: int) -> None:
-        """Mark stage ``name`` done after ``seconds`` of wall time on ``threads`` threads (a worker's)."""
+        """Mark stage ``name`` done after ``seconds`` more wall time on ``threads`` threads (here or a worker's)."""
         entry = self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
         entry["seconds"] += seconds
         entry.update(threads=threads, done=True, **extra)
@@ -384,48 +384,42 @@ def stage_generator(run: Run, which: str) -> Job:
     return partial(_train, recipe, {"tokenizer": tokenizer})
 
 
-def stage_eval_generation(run: Run) -> dict[str, Any]:
-    from titok.models.generator import Generator
-    from titok.reproduce.measure import (
-        class_agreement,
-        generation_metrics_for,
-        generation_speed,
-        real_class_agreement,
-    )
-    from titok.reproduce.report import save_grid
+def stage_eval_generation(run: Run, generators: Sequence[str] = ("1d", "2d")) -> dict[str, Any]:
+    """Generation metrics of ``generators`` ("1d", "2d") into ``results/generation.json``."""
+    from titok.reproduce.measure import real_class_agreement
 
-    b = run.budget
     net = run.feature_network()
     reference = _reference(run, net)
-    real_agreement = real_class_agreement(net, run.val_split(b.eval_images), IMAGE_SIZE)
-    results = {}
-    for which in ("1d", "2d"):
-        tokenizer_name = run.state["stages"][f"tokens-{which}"]["tokenizer"]
-        tok = run.load_tokenizer(tokenizer_name)
-        gen = Generator.from_pretrained(run.path(f"generator-{which}", "export")).eval()
-        metrics, images = generation_metrics_for(
-            gen, tok, net, reference, b.generated_images, len(IMAGENETTE_CLASSES)
-        )
-        speed = generation_speed(gen, tok, len(IMAGENETTE_CLASSES), b.speed_batch, b.speed_runs)
-        results[which] = {
-            "tokenizer": tokenizer_name,
-            "num_tokens": tok.num_tokens,
-            **metrics,
-            "class_agreement": class_agreement(
-                net, images, torch.arange(len(images)) % len(IMAGENETTE_CLASSES)
-            ),
-            "class_agreement_real_heldout": real_agreement,
-            **speed,
-            "generator_parameters": float(sum(p.numel() for p in gen.parameters())),
-        }
-        per_class = max(1, min(8, b.generated_images // len(IMAGENETTE_CLASSES)))
-        order = torch.cat(
-            [torch.arange(c, len(images), len(IMAGENETTE_CLASSES))[:per_class] for c in range(10)]
-        )
-        save_grid(images[order], run.path("results", f"samples-{which}.png"), nrow=per_class)
-        run.echo(f"  {which}: " + ", ".join(f"{k} {v}" for k, v in results[which].items()))
+    real_agreement = real_class_agreement(net, run.val_split(run.budget.eval_images), IMAGE_SIZE)
+    results = {which: measure_generator(run, which, net, reference, real_agreement) for which in generators}
     run.write_json("generation.json", results)
     return {}
+
+
+def measure_generator(run: Run, which: str, net, reference, real_agreement: float) -> dict[str, Any]:
+    """gFID, IS, class agreement and speed of generator ``which``; its samples as a grid, a row per class."""
+    from titok.models.generator import Generator
+    from titok.reproduce.measure import generation_metrics_for, generation_speed
+    from titok.reproduce.report import save_grid
+
+    b, classes = run.budget, len(IMAGENETTE_CLASSES)
+    tokenizer_name = run.state["stages"][f"tokens-{which}"]["tokenizer"]
+    tok = run.load_tokenizer(tokenizer_name)
+    gen = Generator.from_pretrained(run.path(f"generator-{which}", "export")).eval()
+    metrics, images = generation_metrics_for(gen, tok, net, reference, b.generated_images, classes)
+    results = {
+        "tokenizer": tokenizer_name,
+        "num_tokens": tok.num_tokens,
+        **metrics,
+        "class_agreement_real_heldout": real_agreement,
+        **generation_speed(gen, tok, classes, b.speed_batch, b.speed_runs),
+        "generator_parameters": float(sum(p.numel() for p in gen.parameters())),
+    }
+    per_class = max(1, min(8, b.generated_images // classes))
+    order = torch.cat([torch.arange(c, len(images), classes)[:per_class] for c in range(classes)])
+    save_grid(images[order], run.path("results", f"samples-{which}.png"), nrow=per_class)
+    run.echo(f"  {which}: " + ", ".join(f"{k} {v}" for k, v in results.items()))
+    return results
 
 
 def stage_report(run: Run) -> dict[str, Any]:
