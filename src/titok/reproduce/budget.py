@@ -149,6 +149,11 @@ def token_count(name: str) -> int:
     return int(match.group(1))
 
 
+def training_folder(name: str) -> str:
+    """The run sub-folder that trains tokenizer ``name`` to pixels (a two-stage TiTok's: its stage 2)."""
+    return name if name.startswith("vqgan") or name.endswith("-single") else f"{name}-stage2"
+
+
 def get_budget(name: str) -> Budget:
     """The budget called ``name``."""
     try:

@@ -39,7 +39,7 @@ import torch
 from titok.class_names import IMAGENETTE_CLASSES
 from titok.errors import ConfigError
 from titok.evaluation.reconstruction import DataSplit
-from titok.reproduce.budget import IMAGE_SIZE, Budget, token_count
+from titok.reproduce.budget import IMAGE_SIZE, Budget, token_count, training_folder
 from titok.reproduce.parallel import Job, run_parallel
 from titok.reproduce.recipes import (
     generator_recipe,
@@ -63,9 +63,7 @@ def default_data() -> str:
 
 def tokenizer_export(run_dir: Path, name: str) -> Path:
     """Export folder of tokenizer ``name`` in a run folder (a two-stage TiTok's is its stage 2's)."""
-    if name.startswith("vqgan") or name.endswith("-single"):
-        return run_dir / name / "export"
-    return run_dir / f"{name}-stage2" / "export"
+    return run_dir / training_folder(name) / "export"
 
 
 @dataclass

@@ -80,7 +80,8 @@ NO_GAN = 100_000_000
 
 
 def _losses(budget: Budget, discriminator_start: int) -> list[str]:
-    """GAN (and LPIPS) from ``discriminator_start`` if the budget is adversarial, else L2 alone."""
+    """GAN (and LPIPS) from ``discriminator_start`` if the budget is adversarial; else L2 alone, with
+    the single-stage recipe's final learning rate (1e-5) so that every tokenizer has one schedule."""
     if budget.adversarial:
         return [f"losses.discriminator_start={discriminator_start}"]
     return [

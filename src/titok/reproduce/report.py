@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from titok.images import tensor_to_pil
-from titok.reproduce.budget import Budget, token_count
+from titok.reproduce.budget import Budget, token_count, training_folder
 from titok.training.monitor import image_grid
 
 
@@ -60,24 +60,20 @@ def _kind(name: str) -> str:
     return "1D TiTok single-stage" if name.endswith("-single") else "1D TiTok two-stage"
 
 
-def _training_folder(name: str) -> str:
-    """The run sub-folder whose ``metrics.jsonl`` has tokenizer ``name``'s pixel loss."""
-    return name if name.startswith("vqgan") or name.endswith("-single") else f"{name}-stage2"
-
-
 def training_curve(run: Run, name: str, smooth: int = 5) -> tuple[list[float], list[float]]:
     """Training images seen and training-batch PSNR (dB, from the L2 loss on [0, 1] pixels) of ``name``.
 
     A running mean over ``smooth`` logged steps; a two-stage TiTok's curve starts after its stage-1
     images. Empty lists when the run has no metrics for it.
     """
-    path = run.path(_training_folder(name), "metrics.jsonl")
+    folder = training_folder(name)
+    path = run.path(folder, "metrics.jsonl")
     if not path.is_file():
         return [], []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "reconstruction" in r and r["reconstruction"] > 0]
     batch = run.budget.batch_size
-    offset = 0 if _training_folder(name) == name else run.budget.stage1_steps * batch
+    offset = 0 if folder == name else run.budget.stage1_steps * batch
     images, psnr = [], []
     for i in range(len(rows)):
         window = rows[max(0, i - smooth + 1) : i + 1]
