@@ -36,6 +36,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "learning.json"
 
 
+def settings(run: Path) -> dict[str, object]:
+    """What tells runs apart: the recipe's model fields, learning rate, schedule, batch and steps."""
+    recipe = load_recipe(run / "recipe.yaml")
+    return {
+        "model": dict(recipe.model),
+        "learning_rate": recipe.optimizer.learning_rate,
+        "warmup_steps": recipe.lr_scheduler.warmup_steps,
+        "end_lr": recipe.lr_scheduler.end_lr,
+        "batch_size": recipe.training.batch_size,
+        "max_train_steps": recipe.training.max_train_steps,
+    }
+
+
 def build(run: Path) -> tuple[str, torch.nn.Module, int, int]:
     """(mode, fresh model, batch size, image size) of a run folder, from its recipe."""
     recipe = load_recipe(run / "recipe.yaml")
@@ -114,6 +127,7 @@ def main() -> None:
             "mode": mode,
             "heldout_images": len(images),
             "image_size": size,
+            "settings": settings(run),
             "history": history,
             "torch": torch.__version__,
         }
