@@ -30,15 +30,14 @@ from titok.metrics import psnr, ssim
 from titok.metrics.codebook import codebook_usage
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
-from titok.training.config import load_recipe
+from titok.training.config import Recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "learning.json"
 
 
-def settings(run: Path) -> dict[str, object]:
+def settings(recipe: Recipe) -> dict[str, object]:
     """What tells runs apart: the recipe's model fields, learning rate, schedule, batch and steps."""
-    recipe = load_recipe(run / "recipe.yaml")
     return {
         "model": dict(recipe.model),
         "learning_rate": recipe.optimizer.learning_rate,
@@ -49,9 +48,8 @@ def settings(run: Path) -> dict[str, object]:
     }
 
 
-def build(run: Path) -> tuple[str, torch.nn.Module, int, int]:
-    """(mode, fresh model, batch size, image size) of a run folder, from its recipe."""
-    recipe = load_recipe(run / "recipe.yaml")
+def build(recipe: Recipe, run: Path) -> tuple[str, torch.nn.Module, int, int]:
+    """(mode, fresh model, batch size, image size) of run folder ``run``, from its ``recipe``."""
     if recipe.mode == "vqgan":
         model: torch.nn.Module = VQGAN(recipe.vqgan_config())
     elif recipe.mode == "single_stage":
@@ -97,7 +95,8 @@ def main() -> None:
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     curves = {}
     for run in args.runs:
-        mode, model, batch, size = build(run)
+        recipe = load_recipe(run / "recipe.yaml")
+        mode, model, batch, size = build(recipe, run)
         split = DataSplit(args.data, "val", args.holdout, 0, args.images)
         images = torch.cat([b["image"] for b in split_batches(split, size, 100, progress=False)])
         checkpoints = sorted(run.glob("checkpoint-*"))
@@ -127,7 +126,7 @@ def main() -> None:
             "mode": mode,
             "heldout_images": len(images),
             "image_size": size,
-            "settings": settings(run),
+            "settings": settings(recipe),
             "history": history,
             "torch": torch.__version__,
         }

@@ -16,7 +16,7 @@ from titok.errors import TitokError
 from titok.evaluation.linear_probe import LinearProbeConfig, linear_probe, pool_tokens
 from titok.evaluation.reconstruction import DataSplit, Tokenizer, evaluate_reconstruction, split_batches
 from titok.evaluation.token_probe import token_features
-from titok.metrics.feature_stats import FeatureAccumulator, generation_metrics, metric_key
+from titok.metrics.feature_stats import FeatureAccumulator, FeatureSummary, generation_metrics, metric_key
 
 
 def _check_size(tokenizer: Tokenizer, image_size: int) -> None:
@@ -25,7 +25,9 @@ def _check_size(tokenizer: Tokenizer, image_size: int) -> None:
 
 
 @torch.inference_mode()
-def real_summary(network: torch.nn.Module, split: DataSplit, image_size: int, batch_size: int = 50):
+def real_summary(
+    network: torch.nn.Module, split: DataSplit, image_size: int, batch_size: int = 50
+) -> FeatureSummary:
     """Feature statistics of the real images of ``split`` (the FID reference)."""
     acc = FeatureAccumulator(network)
     for batch in split_batches(split, image_size, batch_size, progress=False):
@@ -37,7 +39,7 @@ def reconstruction_metrics(
     tokenizer: Tokenizer,
     split: DataSplit,
     network: torch.nn.Module,
-    reference,
+    reference: FeatureSummary,
     image_size: int,
     batch_size: int = 50,
     keep: int = 8,
@@ -136,7 +138,7 @@ def generation_metrics_for(
     generator: torch.nn.Module,
     tokenizer: Tokenizer,
     network: torch.nn.Module,
-    reference,
+    reference: FeatureSummary,
     num: int,
     num_classes: int,
     batch_size: int = 50,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -49,6 +49,9 @@ from titok.reproduce.recipes import (
     vqgan_recipe,
 )
 from titok.training.config import Recipe
+
+if TYPE_CHECKING:
+    from titok.metrics.feature_stats import FeatureSummary
 
 logger = logging.getLogger("titok.reproduce")
 
@@ -394,7 +397,9 @@ def stage_eval_generation(run: Run, generators: Sequence[str] = ("1d", "2d")) ->
     return {}
 
 
-def measure_generator(run: Run, which: str, net, reference, real_agreement: float) -> dict[str, Any]:
+def measure_generator(
+    run: Run, which: str, net: torch.nn.Module, reference: FeatureSummary, real_agreement: float
+) -> dict[str, Any]:
     """gFID, IS, class agreement and speed of generator ``which``; its samples as a grid, a row per class."""
     from titok.models.generator import Generator
     from titok.reproduce.measure import generation_metrics_for, generation_speed
