@@ -1,10 +1,13 @@
 """Learning curves of tokenizer runs on held-out images: PSNR, SSIM, codebook use, token sensitivity.
 
-Reads every checkpoint of one or more ``titok train`` run folders (TiTok ``single_stage`` runs or
-2D ``vqgan`` runs; their ``recipe.yaml`` says which) and measures each on the same held-out images
+Reads every checkpoint of one or more ``titok train`` run folders (TiTok ``single_stage``,
+``stage1`` and ``stage2`` runs or 2D ``vqgan`` runs; their ``recipe.yaml`` says which) and
+measures each on the same held-out images
 (the 500 images that the recipes hold out, seed 0, at 64 px): PSNR and SSIM of the
 reconstructions, codes used and their perplexity, and for TiTok the token sensitivity and the
-mean-image PSNR of :mod:`titok.evaluation.token_use`. Prints one JSON line per checkpoint, writes
+mean-image PSNR of :mod:`titok.evaluation.token_use`. A stage-1 TiTok predicts its teacher's
+codes: its PSNR is the teacher's decoding of the predicted codes, and ``code_accuracy`` the
+share of them equal to the teacher's own codes of the image. Prints one JSON line per checkpoint, writes
 ``benchmarks/results/learning.json`` (one entry per run folder) and, with matplotlib, a plot of
 PSNR and codes used against training images.
 
@@ -31,6 +34,8 @@ from titok.metrics.codebook import codebook_usage
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
 from titok.training.config import Recipe, load_recipe
+from titok.training.tasks.stage1 import load_teacher
+from titok.training.tasks.stage2 import Stage2Task
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "learning.json"
@@ -48,33 +53,51 @@ def settings(recipe: Recipe) -> dict[str, object]:
     }
 
 
-def build(recipe: Recipe, run: Path) -> tuple[str, torch.nn.Module, int, int]:
-    """(mode, fresh model, batch size, image size) of run folder ``run``, from its ``recipe``."""
-    if recipe.mode == "vqgan":
-        model: torch.nn.Module = VQGAN(recipe.vqgan_config())
-    elif recipe.mode == "single_stage":
-        model = TiTok(recipe.titok_config(decoder_head="pixels"))
-    else:
-        raise SystemExit(f"{run}: mode {recipe.mode!r} is not measured here (vqgan or single_stage)")
-    size = recipe.data.image_size or model.config.image_size  # type: ignore[union-attr]
-    return recipe.mode, model, recipe.training.batch_size, size
+class Measured:
+    """A run's model, rebuilt from its recipe, and how to measure one of its checkpoints."""
 
+    def __init__(self, recipe: Recipe, run: Path) -> None:
+        self.mode = recipe.mode
+        self.teacher: VQGAN | None = None
+        if recipe.mode == "vqgan":
+            self.model: torch.nn.Module = VQGAN(recipe.vqgan_config())
+        elif recipe.mode == "single_stage":
+            self.model = TiTok(recipe.titok_config(decoder_head="pixels"))
+        elif recipe.mode == "stage1":
+            self.teacher = load_teacher(recipe)
+            codes = self.teacher.config.codebook_size
+            self.model = TiTok(recipe.titok_config(decoder_head="proxy", num_proxy_codes=codes))
+        elif recipe.mode == "stage2":
+            self.model = Stage2Task(recipe).build_model(None)  # type: ignore[arg-type]  # uses no accelerator
+        else:
+            raise SystemExit(f"{run}: mode {recipe.mode!r} is not measured here")
+        self.batch = recipe.training.batch_size
+        self.size = recipe.data.image_size or self.model.config.image_size  # type: ignore[union-attr]
 
-def measure(mode: str, model: torch.nn.Module, images: torch.Tensor) -> dict[str, float | None]:
-    model.eval()
-    with torch.inference_mode():
-        if mode == "vqgan":
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> dict[str, float | None]:
+        """Figures of the loaded weights on ``images`` (N, 3, S, S) in [0, 1]."""
+        model = self.model.eval()
+        figures: dict[str, float | None] = {"token_sensitivity": None, "mean_image_psnr": None}
+        if self.mode == "vqgan":
             ids = torch.cat([model.encode(chunk) for chunk in images.split(100)])  # type: ignore[operator]
             recon = torch.cat([model.decode(chunk) for chunk in ids.split(100)])  # type: ignore[operator]
-            figures: dict[str, float | None] = {"token_sensitivity": None, "mean_image_psnr": None}
             figures["codes_used"] = float(ids.unique().numel())
             figures["perplexity"] = codebook_usage(ids, model.config.codebook_size)["perplexity"]  # type: ignore[union-attr]
+        elif self.teacher is not None:
+            tokens = model.encode(images)  # type: ignore[operator]
+            codes = torch.cat([model.decode_proxy_codes(chunk) for chunk in tokens.split(100)])  # type: ignore[operator]
+            target = torch.cat([self.teacher.encode(chunk) for chunk in images.split(100)])
+            recon = torch.cat([self.teacher.decode(chunk) for chunk in codes.split(100)]).clamp(0.0, 1.0)
+            figures["codes_used"] = float(tokens.unique().numel())
+            figures["perplexity"] = codebook_usage(tokens, model.codebook_size)["perplexity"]  # type: ignore[arg-type]
+            figures["code_accuracy"] = float((codes == target).float().mean())
         else:
             figures = token_use(model, images)  # type: ignore[arg-type]
             recon = model.reconstruct(images)  # type: ignore[operator]
-    figures["psnr"] = float(psnr(recon, images).mean())
-    figures["ssim"] = float(ssim(recon, images).mean())
-    return figures
+        figures["psnr"] = float(psnr(recon, images).mean())
+        figures["ssim"] = float(ssim(recon, images).mean())
+        return figures
 
 
 def main() -> None:
@@ -96,19 +119,19 @@ def main() -> None:
     curves = {}
     for run in args.runs:
         recipe = load_recipe(run / "recipe.yaml")
-        mode, model, batch, size = build(recipe, run)
+        measured = Measured(recipe, run)
         split = DataSplit(args.data, "val", args.holdout, 0, args.images)
-        images = torch.cat([b["image"] for b in split_batches(split, size, 100, progress=False)])
+        images = torch.cat([b["image"] for b in split_batches(split, measured.size, 100, progress=False)])
         checkpoints = sorted(run.glob("checkpoint-*"))
         chosen = checkpoints[:: args.every]
         if checkpoints and checkpoints[-1] not in chosen:
             chosen.append(checkpoints[-1])
         history = []
         for ckpt in chosen:
-            model.load_state_dict(load_file(ckpt / "model.safetensors"))
+            measured.model.load_state_dict(load_file(ckpt / "model.safetensors"))
             step = int(ckpt.name.split("-")[-1])
             start = time.perf_counter()
-            row = {"step": step, "images_seen": step * batch, **measure(mode, model, images)}
+            row = {"step": step, "images_seen": step * measured.batch, **measured(images)}
             row["seconds"] = time.perf_counter() - start
             history.append(row)
             print(
@@ -123,9 +146,9 @@ def main() -> None:
         curves[run.name] = history
         results[run.name] = {
             "run": str(run),
-            "mode": mode,
+            "mode": measured.mode,
             "heldout_images": len(images),
-            "image_size": size,
+            "image_size": measured.size,
             "settings": settings(recipe),
             "history": history,
             "torch": torch.__version__,

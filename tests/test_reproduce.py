@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from titok.errors import ConfigError
 from titok.reproduce import get_budget, reproduce_imagenette64
 from titok.reproduce.parallel import run_parallel, threads_per_worker
 from titok.reproduce.pipeline import Run, choose_generator_tokenizer, token_count
+from titok.reproduce.report import sampling_text
 
 SECTIONS = (
     "## Stages",
@@ -92,6 +94,13 @@ def test_tiny_budget_runs_every_stage_and_writes_the_report(tiny_run: Path) -> N
         assert f"{gen[which]['class_agreement']:.3f}" in report
     # 1D and 2D generators have the same size
     assert gen["1d"]["generator_parameters"] == gen["2d"]["generator_parameters"]
+    # the sampling settings behind the figures are recorded (the generators' own) and reported
+    recipe = yaml.safe_load((tiny_run / "generator-1d" / "recipe.yaml").read_text())["model"]
+    for which in ("1d", "2d"):
+        sampling = gen[which]["sampling"]
+        assert sampling["guidance_scale"] == recipe["guidance_scale"]
+        assert sampling["randomize_temperature"] == recipe["randomize_temperature"]
+    assert sampling_text(gen["1d"]["sampling"]) in report
 
 
 def test_a_second_call_skips_finished_stages(tiny_run: Path, imagenette) -> None:

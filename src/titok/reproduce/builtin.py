@@ -40,6 +40,7 @@ from titok.reproduce.pipeline import (
     stage_tokens,
 )
 from titok.reproduce.recipes import RECIPES, VQGAN_MODEL, VQGAN_MULT
+from titok.reproduce.report import sampling_text
 from titok.training.config import Recipe, load_recipe
 
 TOKENIZER = "titok-k32-single"
@@ -151,7 +152,8 @@ def write_report(run: Run) -> Path:
         f"{int(gen['num_images'])} class-balanced samples: gFID[{net}] {gen[f'gFID[{net}]']:.1f}, "
         f"IS[{net}] {gen[f'IS[{net}]']:.2f}; the classifier assigns {gen['class_agreement']:.0%} of them to the "
         f"requested class (chance 10%; real held-out images: {gen['class_agreement_real_heldout']:.0%}). "
-        f"{gen['images_per_second']:.0f} images/s (batch {int(gen['batch_size'])}, tokens and pixels).",
+        f"{gen['images_per_second']:.0f} images/s (batch {int(gen['batch_size'])}, tokens and pixels)."
+        + (f" Sampling: {sampling_text(gen['sampling'])}." if gen.get("sampling") else ""),
         "",
         "![samples, one row per class](results/samples-1d.png)",
     ]

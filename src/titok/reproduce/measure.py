@@ -142,14 +142,16 @@ def generation_metrics_for(
     num: int,
     num_classes: int,
     batch_size: int = 50,
+    seed: int = 0,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """gFID[net], IS[net] and class agreement of ``num`` class-balanced samples; also returns the samples.
+    """gFID[net], IS[net] and class agreement of ``num`` class-balanced samples (sampled from
+    ``seed``); also returns the samples.
 
     Class agreement: the share of samples that ``network`` assigns to the class they were generated
     for, read from the same forward pass as the IS (NaN for a network without logits).
     """
     labels = torch.arange(num) % num_classes
-    images = generate(generator, tokenizer, labels, batch_size)
+    images = generate(generator, tokenizer, labels, batch_size, seed)
     acc = FeatureAccumulator(network)
     for chunk in images.split(batch_size):
         acc.update(chunk)

@@ -397,6 +397,10 @@ def stage_eval_generation(run: Run, generators: Sequence[str] = ("1d", "2d")) ->
     return {}
 
 
+#: The generator config fields that set how it samples (recorded beside its figures).
+SAMPLING_SETTINGS = ("num_steps", "guidance_scale", "guidance_schedule", "randomize_temperature")
+
+
 def measure_generator(
     run: Run, which: str, net: torch.nn.Module, reference: FeatureSummary, real_agreement: float
 ) -> dict[str, Any]:
@@ -417,6 +421,7 @@ def measure_generator(
         "class_agreement_real_heldout": real_agreement,
         **generation_speed(gen, tok, classes, b.speed_batch, b.speed_runs),
         "generator_parameters": float(sum(p.numel() for p in gen.parameters())),
+        "sampling": {k: getattr(gen.config, k) for k in SAMPLING_SETTINGS},
     }
     per_class = max(1, min(8, b.generated_images // classes))
     order = torch.cat([torch.arange(c, len(images), classes)[:per_class] for c in range(classes)])

@@ -40,6 +40,21 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> Path:
     return path
 
 
+def sampling_text(sampling: dict[str, Any] | None) -> str:
+    """``sampling`` (as recorded by :func:`measure_generator`) in words; "" if not recorded."""
+    if not sampling:
+        return ""
+    return (
+        f"{sampling['num_steps']} steps, guidance scale {sampling['guidance_scale']:g} "
+        f"({sampling['guidance_schedule']}), temperature {sampling['randomize_temperature']:g}"
+    )
+
+
+def _sampling(gen: dict[str, Any]) -> str:
+    text = sampling_text(gen.get("sampling"))
+    return f" ({text})" if text else ""
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -358,7 +373,8 @@ def write_report(run: Run) -> Path:
             f"1D tokens of `{gen['1d']['tokenizer']}` (the 1D tokenizer with the lowest {fid_key} among K = 16 and 32) "
             "and on the "
             f"2D tokens of `{gen['2d']['tokenizer']}`. {int(gen['1d']['num_images'])} class-balanced samples each "
-            "with the generator's default sampling settings; FID against the held-out images. Speed: sampling "
+            f"with the generator's default sampling settings{_sampling(gen['1d'])}; FID against the held-out "
+            "images. Speed: sampling "
             f"plus decoding a batch of {int(gen['1d']['batch_size'])} on this CPU (median of timed runs). "
             "Class agreement: the share of samples that the run's classifier assigns to the requested class "
             "(chance 10%; the same classifier on the real held-out images: "
