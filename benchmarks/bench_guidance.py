@@ -63,19 +63,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from titok.class_names import IMAGENETTE_CLASSES
-    from titok.evaluation.reconstruction import DataSplit
-    from titok.models.classifier import load_classifier
     from titok.models.generator import Generator
-    from titok.models.titok import TiTok
-    from titok.reproduce.pipeline import tokenizer_export
+    from titok.reproduce import Budget, Run
 
     state = json.loads((args.run / "state.json").read_text())
-    holdout, eval_images = state["budget"]["holdout"], state["budget"]["eval_images"]
+    run = Run(
+        args.run, Budget(**state["budget"]), args.data, latent_centering=state.get("latent_centering", False)
+    )
     tokenizer_name = state["stages"][f"tokens-{args.generator}"]["tokenizer"]
-    tokenizer = TiTok.from_pretrained(tokenizer_export(args.run, tokenizer_name)).eval()
-    generator = Generator.from_pretrained(args.run / f"generator-{args.generator}" / "export").eval()
-    net = load_classifier(args.run / "classifier").eval()
-    reference = real_summary(net, DataSplit(args.data, "val", holdout, 0, eval_images), IMAGE_SIZE)
+    tokenizer = run.load_tokenizer(tokenizer_name)
+    generator = Generator.from_pretrained(run.path(f"generator-{args.generator}", "export")).eval()
+    net = run.feature_network()
+    reference = real_summary(net, run.val_split(run.budget.eval_images), IMAGE_SIZE)
 
     rows = []
     for scale in args.scales:
