@@ -71,11 +71,18 @@ STAGES = (
 
 
 def tokenizer_recipe(run: Run) -> Recipe:
-    return load_recipe(
-        RECIPES / "imagenette64_titok.yaml",
-        [f"data.train={run.data}", f"experiment.output_dir={run.path(TOKENIZER)}"],
-        mode="single_stage",
-    )
+    """The recipe ``imagenette64_titok`` with the run's data, steps, batch and images (for
+    :data:`BUILTIN` these equal the recipe's own)."""
+    budget = run.budget
+    overrides = [
+        f"data.train={run.data}",
+        f"data.holdout={budget.holdout}",
+        f"data.max_samples={'null' if budget.max_train_images is None else budget.max_train_images}",
+        f"training.batch_size={budget.batch_size}",
+        f"training.max_train_steps={budget.tokenizer_steps}",
+        f"experiment.output_dir={run.path(TOKENIZER)}",
+    ]
+    return load_recipe(RECIPES / "imagenette64_titok.yaml", overrides, mode="single_stage")
 
 
 def control_recipe(run: Run, steps: int) -> Recipe:
@@ -85,8 +92,9 @@ def control_recipe(run: Run, steps: int) -> Recipe:
         *VQGAN_MODEL,
         f"data.train={run.data}",
         f"data.image_size={IMAGE_SIZE}",
-        "data.holdout=500",
+        f"data.holdout={run.budget.holdout}",
         "data.holdout_seed=0",
+        f"data.max_samples={'null' if run.budget.max_train_images is None else run.budget.max_train_images}",
         "losses.perceptual_loss=none",
         "losses.perceptual_weight=0.0",
         "losses.discriminator_start=100000000",
@@ -119,14 +127,14 @@ def write_report(run: Run) -> Path:
     md = [
         "# The built-in imagenette64 models",
         "",
-        f"Data `{run.data}` (Imagenette train split, 500 images held out with seed 0, 64x64). "
+        f"Data `{run.data}` (Imagenette train split, {run.budget.holdout} images held out with seed 0, 64x64). "
         f"torch {torch.__version__}. Reproduce with `python -m titok.reproduce.builtin -o RUN`.",
         "",
         "| stage | wall time | threads |",
         "|---|---:|---:|",
         *[f"| {name} | {v['seconds'] / 60:.1f} min | {v.get('threads', '')} |" for name, v in stages.items()],
         "",
-        "## Reconstruction and probing (500 held-out images)",
+        f"## Reconstruction and probing ({int(recon[TOKENIZER]['num_images'])} held-out images)",
         "",
         f"| tokenizer | tokens | training images | PSNR | SSIM | rFID[{net}] | codes used | perplexity "
         "| probe top-1 (mean) | probe top-1 (concat) |",
@@ -170,13 +178,21 @@ def write_report(run: Run) -> Path:
 
 
 def run_builtin(
-    output: str | Path, data: str | None = None, stages: list[str] | None = None, control_steps: int = 2000
+    output: str | Path,
+    data: str | None = None,
+    stages: list[str] | None = None,
+    control_steps: int = 2000,
+    budget: Budget = BUILTIN,
 ) -> Run:
-    """Run (or continue) the chosen stages (all by default) in ``output``."""
+    """Run (or continue) the chosen stages (all by default) in ``output``.
+
+    ``budget`` is :data:`BUILTIN` for the shipped models; a smaller one runs the same stages in
+    miniature (the test suite's check of this pipeline).
+    """
     unknown = sorted(set(stages or ()) - set(STAGES))
     if unknown:
         raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
-    run = Run(Path(output), BUILTIN, data or default_data())
+    run = Run(Path(output), budget, data or default_data())
     todo = {
         "classifier": lambda: stage_classifier(run),
         TOKENIZER: lambda: _train(tokenizer_recipe(run)),

@@ -1,0 +1,106 @@
+"""The run that makes the built-in models (``python -m titok.reproduce.builtin``), in miniature."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from titok.models.generator import Generator
+from titok.models.titok import TiTok
+from titok.reproduce.builtin import (
+    BUILTIN,
+    CONTROL,
+    STAGES,
+    TOKENIZER,
+    run_builtin,
+    tokenizer_recipe,
+    write_report,
+)
+from titok.reproduce.ship import NAME, ship_models
+
+#: The built-in run's stages on a few dozen images and a handful of steps.
+TINY = dataclasses.replace(
+    BUILTIN,
+    name="builtin-tiny",
+    batch_size=4,
+    tokenizer_steps=4,
+    generator_steps=4,
+    generator_batch=8,
+    classifier_epochs=1,
+    max_train_images=40,
+    eval_images=12,
+    probe_train_images=24,
+    generated_images=12,
+    speed_batch=4,
+    speed_runs=1,
+    grid_images=4,
+)
+
+
+@pytest.fixture(scope="module")
+def builtin_run(tmp_path_factory, imagenette) -> Path:
+    out = tmp_path_factory.mktemp("builtin") / "run"
+    run_builtin(out, str(imagenette), control_steps=4, budget=TINY)
+    return out
+
+
+def test_every_stage_runs_and_the_report_names_both_tokenizers(builtin_run: Path, imagenette) -> None:
+    state = json.loads((builtin_run / "state.json").read_text())
+    assert list(state["stages"]) == list(STAGES)
+    assert all(s["done"] and s["seconds"] > 0 for s in state["stages"].values())
+    # the tokenizer trained the budget's steps on its images, with the shipped recipe's options
+    last = json.loads((builtin_run / TOKENIZER / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == TINY.tokenizer_steps
+    config = json.loads((builtin_run / TOKENIZER / "export" / "config.json").read_text())["config"]
+    assert (
+        config["num_latent_tokens"] == 32 and config["latent_centering"] and config["dead_code_threshold"] > 0
+    )
+    report = (write_report(run_builtin(builtin_run, str(imagenette), budget=TINY))).read_text()
+    for name in (TOKENIZER, CONTROL):
+        assert f"| {name} | " in report
+    assert f"| {TOKENIZER} | 32 | {TINY.tokenizer_steps * TINY.batch_size} |" in report
+    assert f"({TINY.eval_images} held-out images)" in report
+    assert "requested class" in report
+
+
+def test_a_finished_run_resumes_without_training_again(builtin_run: Path, imagenette) -> None:
+    before = json.loads((builtin_run / "state.json").read_text())["stages"]
+    mtime = (builtin_run / TOKENIZER / "export" / "model.safetensors").stat().st_mtime_ns
+    run_builtin(builtin_run, str(imagenette), control_steps=4, budget=TINY)
+    after = json.loads((builtin_run / "state.json").read_text())["stages"]
+    assert {k: v["seconds"] for k, v in after.items()} == {k: v["seconds"] for k, v in before.items()}
+    assert (builtin_run / TOKENIZER / "export" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_shipped_models_load_and_are_stored_in_float16(builtin_run: Path, tmp_path: Path) -> None:
+    tok_dir, gen_dir = ship_models(builtin_run, tmp_path / "assets")
+    assert tok_dir == tmp_path / "assets" / "models" / NAME
+    for folder in (tok_dir, gen_dir):
+        weights = load_file(next(folder.glob("*.safetensors")))
+        assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+        source = json.loads((folder / "source.json").read_text())
+        assert source["tokenizer"] == TOKENIZER and source["budget"] == TINY.name
+    tokenizer = TiTok.from_pretrained(tok_dir).eval()
+    trained = TiTok.from_pretrained(builtin_run / TOKENIZER / "export").eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = tokenizer.encode(images)
+        assert tokens.shape == (2, 32)
+        # float16 storage changes the weights by at most their rounding
+        assert torch.allclose(tokenizer.decode(tokens), trained.decode(tokens), atol=2e-2)
+    generator = Generator.from_pretrained(gen_dir)
+    assert generator.config.tokenizer == NAME
+
+
+def test_the_builtin_budget_keeps_the_recipe_steps(tmp_path: Path, imagenette) -> None:
+    from titok.reproduce.pipeline import Run
+
+    recipe = tokenizer_recipe(Run(tmp_path / "run", BUILTIN, str(imagenette)))
+    assert recipe.training.max_train_steps == BUILTIN.tokenizer_steps == 6000
+    assert recipe.training.batch_size == 32 and recipe.data.max_samples is None
+    assert recipe.data.holdout == 500
