@@ -19,7 +19,11 @@ The plateau ends at the first measurement with ``token_sensitivity`` above 0.01.
 Variations, each named in the result key: ``--decoder-embed-std``, ``--init-std`` (every weight),
 ``--no-quantizer``, ``--commitment``, ``--token-size``, ``--output-bias`` (output bias started at the training
 marginal: mean colour, or code frequencies for proxy codes), ``--no-latent-bias`` (encoder output
-bias held at zero), ``--lr``, ``--center-latents`` (``TiTokConfig.latent_centering``).
+bias held at zero), ``--lr``, ``--center-latents`` (``TiTokConfig.latent_centering``),
+``--kmeans-init`` (codebook from spherical k-means of the first training images' latents),
+``--ema-codebook`` (codebook moved by exponential moving averages of its latents instead of by
+its loss), ``--embedding-lr-scale`` (learning rate of the latent tokens, mask and class tokens and
+positional embeddings relative to the rest) and ``--constant`` (rate held after the warm-up).
 
 ``--teacher-entropy`` instead measures how much the proxy codes depend on what a fresh encoder
 can see: the entropy (nats) of the teacher's code at a position, alone and given the image's
@@ -139,6 +143,68 @@ def build(args: argparse.Namespace, proxy: bool) -> TiTok:
     return TiTok(cfg)
 
 
+def _is_embedding(name: str) -> bool:
+    """Learned tokens and positional embeddings (what ``--embedding-lr-scale`` applies to)."""
+    return name == "latent_tokens" or name.endswith(("positional_embedding", "mask_token", "class_embedding"))
+
+
+@torch.no_grad()
+def kmeans_init(model: TiTok, images: torch.Tensor, iterations: int = 20) -> None:
+    """Set the codebook to spherical k-means centres of the latents of ``images`` (N, 3, S, S).
+
+    The latents are taken as the quantizer matches them (centred over these images if the model
+    centres, then l2-normalised); empty clusters keep a random latent. Marks every code as used so
+    that dead-code restarts do not overwrite the result at the first step.
+    """
+    z = torch.cat([model.encode_latents(chunk) for chunk in images.split(512)])
+    points = F.normalize(z.reshape(-1, z.shape[-1]).float(), dim=-1)
+    codebook = model.quantize.embedding.weight
+    k = codebook.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    centres = points[torch.randperm(len(points), generator=gen)[:k]].clone()
+    for _ in range(iterations):
+        assign = (points @ centres.t()).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=k)
+        filled = counts > 0
+        centres[filled] = F.normalize(sums[filled], dim=-1)
+    codebook.copy_(centres)
+    if model.quantize.restart is not None:
+        model.quantize.restart.usage.fill_(1.0)
+
+
+class EMACodebook:
+    """Codebook updates by exponential moving averages (van den Oord et al. 2017, appendix).
+
+    Each code becomes the running mean of the (matched, l2-normalised) latents assigned to it:
+    ``N_k <- d N_k + (1 - d) n_k``, ``m_k <- d m_k + (1 - d) sum z``, ``e_k = m_k / N_k``. The
+    codebook leaves the optimiser (no codebook loss; the commitment loss stays). Codes rewritten by
+    a dead-code restart restart their averages from the new code.
+    """
+
+    def __init__(self, model: TiTok, decay: float) -> None:
+        self.model, self.decay = model, decay
+        weight = model.quantize.embedding.weight
+        weight.requires_grad_(False)
+        self.count = torch.ones(weight.shape[0])
+        self.sum = weight.detach().float().clone()
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, indices: torch.Tensor, before: torch.Tensor) -> None:
+        """Fold a batch's latents (B, N, C) and codes (B, N) in; ``before``: codebook before it."""
+        weight = self.model.quantize.embedding.weight
+        restarted = (weight != before).any(1)
+        self.sum[restarted] = weight[restarted].float()
+        self.count[restarted] = 1.0
+        matched = F.normalize(z.detach().float(), dim=-1).reshape(-1, z.shape[-1])
+        flat = indices.flatten()
+        counts = torch.bincount(flat, minlength=len(self.count)).float()
+        sums = torch.zeros_like(self.sum).index_add_(0, flat, matched)
+        self.count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        weight.copy_(self.sum / self.count.clamp(min=1e-5)[:, None])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,6 +237,25 @@ def main() -> None:
     parser.add_argument(
         "--no-quantizer", action="store_true", help="decode the l2-normalised latents directly"
     )
+    parser.add_argument(
+        "--kmeans-init",
+        type=int,
+        default=0,
+        help="initialise the codebook by spherical k-means on this many training images' latents (0: off)",
+    )
+    parser.add_argument(
+        "--ema-codebook",
+        type=float,
+        default=0.0,
+        help="update the codebook by EMA of its assigned latents with this decay, not by its loss (0: off)",
+    )
+    parser.add_argument(
+        "--embedding-lr-scale",
+        type=float,
+        default=1.0,
+        help="learning-rate factor of the latent/mask/class tokens and positional embeddings",
+    )
+    parser.add_argument("--constant", action="store_true", help="hold the rate after the warm-up")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=800)
@@ -221,20 +306,30 @@ def main() -> None:
 
     if args.no_latent_bias:
         model.encoder.conv_out.bias.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
-        ),
-    )
+    if args.kmeans_init:
+        kmeans_init(model, train[: args.kmeans_init])
+    ema = EMACodebook(model, args.ema_codebook) if args.ema_codebook else None
+    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and _is_embedding(n)]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not _is_embedding(n)]
+    groups = [{"params": rest}, {"params": embeddings, "lr": args.lr * args.embedding_lr_scale}]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+
+    def rate(s: int) -> float:
+        decay = 1.0 if args.constant else 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+        return min(1.0, (s + 1) / args.warmup) * decay
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
 
     def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Decoder output, quantizer loss, code ids (None without quantizer), latents."""
         z = model.encode_latents(images)
         if args.no_quantizer:
             return model.decode_latents(F.normalize(z, dim=-1)), z.new_zeros(()), None, z
+        if ema is not None and model.training:
+            before = model.quantize.embedding.weight.detach().clone()
+            q = model.quantize(z)
+            ema.update(z, q.indices, before)
+            return model.decode_latents(q.quantized), q.commitment_loss, q.indices, z
         q = model.quantize(z)
         return model.decode_latents(q.quantized), q.loss, q.indices, z
 
@@ -301,6 +396,10 @@ def main() -> None:
         f"{'-centered' if args.center_latents else ''}"
         f"{'' if args.warmup == 20 else f'-warmup{args.warmup}'}"
         f"{f'-restart{args.dead_code_threshold:g}' if args.dead_code_threshold else ''}"
+        f"{f'-kmeans{args.kmeans_init}' if args.kmeans_init else ''}"
+        f"{f'-ema{args.ema_codebook:g}' if args.ema_codebook else ''}"
+        f"{'' if args.embedding_lr_scale == 1.0 else f'-emblr{args.embedding_lr_scale:g}'}"
+        f"{'-constant' if args.constant else ''}"
         f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}-steps{args.steps}"
     )
     summary = {

@@ -297,6 +297,45 @@ def test_commit_replaces_a_partial_staging_folder(tmp_path: Path) -> None:
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-00000005", "checkpoint-00000007"]
 
 
+def test_embedding_lr_scale_gives_the_tokens_and_embeddings_their_own_rate(
+    shard: Path, tmp_path: Path
+) -> None:
+    from titok.models.presets import tokenizer_config
+    from titok.training.engine import parameter_groups
+
+    model = TiTok(
+        tokenizer_config("titok-tiny-64", encoder_width=32, decoder_width=32, decoder_head="pixels")
+    )
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = parameter_groups(model, 1e-4, 2e-4, embedding_lr_scale=10.0)
+    assert [g["lr"] for g in groups] == [2e-4, 2e-4, pytest.approx(2e-3)]
+    expected = [
+        f"{part}.{name}"
+        for part in ("encoder", "decoder")
+        for name in ("positional_embedding", "class_embedding", "latent_token_positional_embedding")
+    ]
+    assert sorted(names[id(p)] for p in groups[2]["params"]) == sorted(
+        [*expected, "decoder.mask_token", "latent_tokens"]
+    )
+    assert groups[2]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    assert len(parameter_groups(model, 1e-4, 2e-4)) == 2  # the authors' single rate: two groups, as before
+
+    result = _train(
+        "tiny_single_stage",
+        "single_stage",
+        tmp_path,
+        f"data.train={shard}",
+        "training.max_train_steps=3",
+        "optimizer.embedding_lr_scale=10",
+    )
+    saved = _checkpoint_state(result.checkpoint)["state.pt"]["optimizers"]["model"]["param_groups"]
+    assert len(saved) == 3 and saved[0]["lr"] > 0
+    assert saved[2]["lr"] == pytest.approx(10 * saved[0]["lr"])  # one schedule, scaled
+    with pytest.raises(ConfigError, match=r"'optimizer\.embedding_lr_scale' must be > 0, got 0"):
+        load_recipe(RECIPES / "tiny_single_stage.yaml", ["optimizer.embedding_lr_scale=0"])
+
+
 # ---------------------------------------------------------------------------- recipes and errors
 
 

@@ -89,6 +89,12 @@ class OptimizerSection:
     """AdamW settings (the discriminator has its own learning rate).
 
     Norm, bias, embedding and latent-token parameters get no weight decay.
+    ``embedding_lr_scale`` multiplies the learning rate of the learned tokens and positional
+    embeddings (latent tokens, mask token, class embedding, positional embeddings; see
+    :data:`titok.training.engine.EMBEDDING_NAMES`). 1.0 is the authors' single rate. Adam moves
+    every weight by about the learning rate per step whatever its scale, so these vectors,
+    initialised at std ``width**-0.5``, change slowly at a rate chosen for the matrices; a small
+    TiTok trained from scratch learns faster with a larger factor (docs/learning.md).
     """
 
     learning_rate: float = 1e-4
@@ -97,6 +103,7 @@ class OptimizerSection:
     beta2: float = 0.99
     weight_decay: float = 1e-4
     epsilon: float = 1e-8
+    embedding_lr_scale: float = 1.0
 
 
 @dataclass
@@ -429,6 +436,10 @@ def _check(recipe: Recipe) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be > 0, got {value}")
+    if not recipe.optimizer.embedding_lr_scale > 0:
+        raise ConfigError(
+            f"{src}: 'optimizer.embedding_lr_scale' must be > 0, got {recipe.optimizer.embedding_lr_scale}"
+        )
     if e.image_every < 0 or e.num_images < 0 or s.warmup_steps < 0:
         raise ConfigError(f"{src}: image_every, num_images and warmup_steps must be >= 0")
     if not 0.0 <= t.ema_decay < 1.0:

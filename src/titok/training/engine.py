@@ -49,6 +49,9 @@ logger = logging.getLogger("titok.training")
 
 #: Substrings of parameter names that get no weight decay (besides all 0-d and 1-d tensors).
 NO_DECAY_NAMES = ("ln", "bias", "latent_tokens", "mask_token", "embedding", "norm", "gamma", "embed")
+#: Parameter-name endings that ``optimizer.embedding_lr_scale`` applies to: learned tokens and
+#: positional embeddings.
+EMBEDDING_NAMES = ("latent_tokens", "positional_embedding", "mask_token", "class_embedding")
 
 
 @dataclass
@@ -87,17 +90,30 @@ def lr_factor(
     return (end_lr + (base_lr - end_lr) * ratio) / base_lr if base_lr > 0 else 0.0
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups of the trainable parameters: without decay (norms, biases, embeddings, ...) and with."""
-    plain, decayed = [], []
+def parameter_groups(
+    module: nn.Module, weight_decay: float, learning_rate: float, embedding_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """AdamW groups of the trainable parameters: without decay (norms, biases, embeddings, ...) and
+    with; with ``embedding_lr_scale`` != 1 a third group, without decay, holds the parameters named
+    in :data:`EMBEDDING_NAMES` at ``learning_rate * embedding_lr_scale``."""
+    plain, decayed, embeddings = [], [], []
+    scaled = embedding_lr_scale != 1.0
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim < 2 or any(s in name for s in NO_DECAY_NAMES):
+        if scaled and name.endswith(EMBEDDING_NAMES):
+            embeddings.append(param)
+        elif param.ndim < 2 or any(s in name for s in NO_DECAY_NAMES):
             plain.append(param)
         else:
             decayed.append(param)
-    return [{"params": plain, "weight_decay": 0.0}, {"params": decayed, "weight_decay": weight_decay}]
+    groups = [
+        {"params": plain, "weight_decay": 0.0, "lr": learning_rate},
+        {"params": decayed, "weight_decay": weight_decay, "lr": learning_rate},
+    ]
+    if scaled:
+        groups.append({"params": embeddings, "weight_decay": 0.0, "lr": learning_rate * embedding_lr_scale})
+    return groups
 
 
 @dataclass
@@ -208,7 +224,12 @@ class Engine:
         opt_cfg = recipe.optimizer
         raw_optimizers = []
         for spec in specs:
-            groups = parameter_groups(self.modules[spec.module], opt_cfg.weight_decay)
+            groups = parameter_groups(
+                self.modules[spec.module],
+                opt_cfg.weight_decay,
+                spec.learning_rate,
+                opt_cfg.embedding_lr_scale,
+            )
             raw_optimizers.append(
                 torch.optim.AdamW(
                     groups, lr=spec.learning_rate, betas=(opt_cfg.beta1, opt_cfg.beta2), eps=opt_cfg.epsilon
