@@ -23,7 +23,7 @@ bias held at zero), ``--lr``, ``--center-latents`` (``TiTokConfig.latent_centeri
 ``--kmeans-init`` (codebook from spherical k-means of the first training images' latents),
 ``--ema-codebook`` (codebook moved by exponential moving averages of its latents instead of by
 its loss), ``--embedding-lr-scale`` (learning rate of the latent tokens, mask and class tokens and
-positional embeddings relative to the rest) and ``--constant`` (rate held after the warm-up).
+positional embeddings relative to the rest; ``--embedding-scope`` limits it to one side) and ``--constant`` (rate held after the warm-up).
 
 ``--teacher-entropy`` instead measures how much the proxy codes depend on what a fresh encoder
 can see: the entropy (nats) of the teacher's code at a position, alone and given the image's
@@ -255,6 +255,12 @@ def main() -> None:
         default=1.0,
         help="learning-rate factor of the latent/mask/class tokens and positional embeddings",
     )
+    parser.add_argument(
+        "--embedding-scope",
+        choices=("all", "encoder", "decoder"),
+        default="all",
+        help="which side's tokens and embeddings --embedding-lr-scale applies to (the latent tokens count as the encoder's)",
+    )
     parser.add_argument("--constant", action="store_true", help="hold the rate after the warm-up")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
@@ -309,8 +315,13 @@ def main() -> None:
     if args.kmeans_init:
         kmeans_init(model, train[: args.kmeans_init])
     ema = EMACodebook(model, args.ema_codebook) if args.ema_codebook else None
-    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and _is_embedding(n)]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not _is_embedding(n)]
+
+    def scaled(name: str) -> bool:
+        side = "decoder" if name.startswith("decoder.") else "encoder"
+        return _is_embedding(name) and args.embedding_scope in ("all", side)
+
+    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and scaled(n)]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not scaled(n)]
     groups = [{"params": rest}, {"params": embeddings, "lr": args.lr * args.embedding_lr_scale}]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
 
@@ -399,6 +410,7 @@ def main() -> None:
         f"{f'-kmeans{args.kmeans_init}' if args.kmeans_init else ''}"
         f"{f'-ema{args.ema_codebook:g}' if args.ema_codebook else ''}"
         f"{'' if args.embedding_lr_scale == 1.0 else f'-emblr{args.embedding_lr_scale:g}'}"
+        f"{'' if args.embedding_scope == 'all' else f'-{args.embedding_scope}'}"
         f"{'-constant' if args.constant else ''}"
         f"{'-noquant' if args.no_quantizer else ''}-seed{args.seed}-train{args.train_images}-steps{args.steps}"
     )
