@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from titok.data import DataConfig, build_dataset
 from titok.models.presets import tokenizer_config
 from titok.models.titok import TiTok
+from titok.training.engine import EMBEDDING_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "imagenette"
@@ -141,11 +142,6 @@ def build(args: argparse.Namespace, proxy: bool) -> TiTok:
         dead_code_threshold=args.dead_code_threshold,
     )
     return TiTok(cfg)
-
-
-def _is_embedding(name: str) -> bool:
-    """Learned tokens and positional embeddings (what ``--embedding-lr-scale`` applies to)."""
-    return name == "latent_tokens" or name.endswith(("positional_embedding", "mask_token", "class_embedding"))
 
 
 @torch.no_grad()
@@ -318,7 +314,7 @@ def main() -> None:
 
     def scaled(name: str) -> bool:
         side = "decoder" if name.startswith("decoder.") else "encoder"
-        return _is_embedding(name) and args.embedding_scope in ("all", side)
+        return name.endswith(EMBEDDING_NAMES) and args.embedding_scope in ("all", side)
 
     embeddings = [p for n, p in model.named_parameters() if p.requires_grad and scaled(n)]
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not scaled(n)]

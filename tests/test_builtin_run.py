@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from titok.models.generator import Generator
 from titok.models.titok import TiTok
+from titok.reproduce import get_budget
 from titok.reproduce.builtin import (
     BUILTIN,
     CONTROL,
@@ -23,22 +24,9 @@ from titok.reproduce.builtin import (
 )
 from titok.reproduce.ship import NAME, ship_models
 
-#: The built-in run's stages on a few dozen images and a handful of steps.
+#: The built-in run's stages on the reproduction's tiny budget (a few dozen images, a handful of steps).
 TINY = dataclasses.replace(
-    BUILTIN,
-    name="builtin-tiny",
-    batch_size=4,
-    tokenizer_steps=4,
-    generator_steps=4,
-    generator_batch=8,
-    classifier_epochs=1,
-    max_train_images=40,
-    eval_images=12,
-    probe_train_images=24,
-    generated_images=12,
-    speed_batch=4,
-    speed_runs=1,
-    grid_images=4,
+    get_budget("tiny"), name="builtin-tiny", token_counts=(32,), two_stage_token_counts=()
 )
 
 

@@ -39,7 +39,7 @@ from titok.reproduce.pipeline import (
     stage_generator,
     stage_tokens,
 )
-from titok.reproduce.recipes import RECIPES, VQGAN_MODEL, VQGAN_MULT
+from titok.reproduce.recipes import RECIPES, VQGAN_MODEL, VQGAN_MULT, data_split
 from titok.reproduce.report import sampling_text
 from titok.training.config import Recipe, load_recipe
 
@@ -76,8 +76,7 @@ def tokenizer_recipe(run: Run) -> Recipe:
     budget = run.budget
     overrides = [
         f"data.train={run.data}",
-        f"data.holdout={budget.holdout}",
-        f"data.max_samples={'null' if budget.max_train_images is None else budget.max_train_images}",
+        *data_split(budget),
         f"training.batch_size={budget.batch_size}",
         f"training.max_train_steps={budget.tokenizer_steps}",
         f"experiment.output_dir={run.path(TOKENIZER)}",
@@ -92,9 +91,7 @@ def control_recipe(run: Run, steps: int) -> Recipe:
         *VQGAN_MODEL,
         f"data.train={run.data}",
         f"data.image_size={IMAGE_SIZE}",
-        f"data.holdout={run.budget.holdout}",
-        "data.holdout_seed=0",
-        f"data.max_samples={'null' if run.budget.max_train_images is None else run.budget.max_train_images}",
+        *data_split(run.budget),
         "losses.perceptual_loss=none",
         "losses.perceptual_weight=0.0",
         "losses.discriminator_start=100000000",

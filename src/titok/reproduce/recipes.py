@@ -54,14 +54,21 @@ GENERATOR_MODEL = [
 ]
 
 
+def data_split(budget: Budget) -> list[str]:
+    """Overrides that give a recipe the budget's training images: its hold-out (seed 0) and cap."""
+    return [
+        f"data.holdout={budget.holdout}",
+        "data.holdout_seed=0",
+        f"data.max_samples={'null' if budget.max_train_images is None else budget.max_train_images}",
+    ]
+
+
 def _common(budget: Budget, data: str, output: Path, steps: int, batch: int) -> list[str]:
     every = max(1, min(250, steps // 4))
     return [
         f"data.train={data}",
         f"data.image_size={IMAGE_SIZE}",
-        f"data.holdout={budget.holdout}",
-        "data.holdout_seed=0",
-        f"data.max_samples={'null' if budget.max_train_images is None else budget.max_train_images}",
+        *data_split(budget),
         f"data.shuffle_buffer={min(1000, budget.max_train_images or 1000)}",
         f"training.batch_size={batch}",
         f"training.max_train_steps={steps}",
