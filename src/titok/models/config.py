@@ -17,6 +17,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 
 DECODER_HEADS = ("proxy", "vqgan", "pixels")
 QUANTIZE_MODES = ("vq", "vae")
+HIDDEN_TAILS = ("remove", "token")
 
 
 @dataclass
@@ -50,6 +51,12 @@ class TiTokConfig:
             short small-scale runs off the mean-image plateau (see :mod:`titok.models.centering`).
         init_std: std of the truncated-normal init of every linear and convolution weight (the
             authors use 0.02 at every width). Only affects freshly initialised models.
+        variable_length: the model was trained on token prefixes (the recipe's ``prefix``
+            section): its tokens are ordered coarse-to-fine and any first k of the K decode to an
+            image. Models without it refuse prefixes unless forced (``force_prefix=True``).
+        hidden_tail: how the decoder hides the tokens after a prefix: "remove" (absent from its
+            input) or "token" (a learned ``decoder.tail_token`` in their place; only with
+            ``variable_length``). See :class:`titok.models.vit.TiTokDecoder`.
         decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
             initialisation; None: ``init_std``. Both are knobs for studying how fast a small
             model leaves the mean-image plateau (docs/reproduce.md); larger values did not make
@@ -79,6 +86,8 @@ class TiTokConfig:
     latent_centering: bool = False
     init_std: float = 0.02
     decoder_embed_init_std: float | None = None
+    variable_length: bool = False
+    hidden_tail: str = "remove"
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_decoder, dict):
@@ -105,6 +114,10 @@ class TiTokConfig:
             raise ConfigError(f"dead_code_threshold is for quantize_mode 'vq', got {self.quantize_mode!r}")
         if self.latent_centering and self.quantize_mode != "vq":
             raise ConfigError(f"latent_centering is for quantize_mode 'vq', got {self.quantize_mode!r}")
+        if self.hidden_tail not in HIDDEN_TAILS:
+            raise ConfigError(f"hidden_tail: expected one of {HIDDEN_TAILS}, got {self.hidden_tail!r}")
+        if self.hidden_tail == "token" and not self.variable_length:
+            raise ConfigError("hidden_tail 'token' is for variable-length models (variable_length: true)")
         if self.decoder_head not in DECODER_HEADS:
             raise ConfigError(f"decoder_head: expected one of {DECODER_HEADS}, got {self.decoder_head!r}")
         for side in ("encoder", "decoder"):

@@ -82,6 +82,7 @@ class TiTok(nn.Module):
             c.token_size,
             head="pixels" if c.decoder_head == "pixels" else "proxy",
             num_proxy_codes=c.num_proxy_codes,
+            hidden_tail=c.hidden_tail,
         )
         self.apply(lambda m: _init_weights(m, c.init_std))
         if c.decoder_embed_init_std is not None:
@@ -171,14 +172,15 @@ class TiTok(nn.Module):
         z = self.encoder(images, self.latent_tokens)
         return z if self.latent_centering is None else self.latent_centering(z)
 
-    def decode_latents(self, quantized: torch.Tensor) -> torch.Tensor:
-        """Quantized tokens (B, K, C) -> raw decoder output.
+    def decode_latents(self, quantized: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Quantized tokens (B, k, C), k <= K -> raw decoder output.
 
         Proxy-code logits (B, num_proxy_codes, g, g) for the "proxy" head; otherwise pixels
         (B, 3, H, W), not clamped. The "vqgan" head softmax-weights the proxy codebook per patch
-        and runs the VQGAN decoder on the result.
+        and runs the VQGAN decoder on the result. ``lengths`` (B,): decode only the first
+        ``lengths[i]`` tokens of sample i (training on prefixes, see :mod:`titok.training.prefix`).
         """
-        out = self.decoder(quantized)
+        out = self.decoder(quantized, lengths)
         if self.config.decoder_head == "vqgan":
             codes = torch.einsum(
                 "nchw,cd->ndhw", out.float().softmax(dim=1), self.pixel_quantize.embedding.weight.float()
@@ -186,10 +188,14 @@ class TiTok(nn.Module):
             out = self.pixel_decoder(codes.to(out.dtype))
         return out
 
-    def forward(self, images: torch.Tensor) -> TiTokOutput:
-        """Training pass: images (B, 3, H, W) in [0, 1] -> decoded output and quantizer output."""
+    def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> TiTokOutput:
+        """Training pass: images (B, 3, H, W) in [0, 1] -> decoded output and quantizer output.
+
+        ``lengths`` (B,) in [1, K]: the decoder sees only the first ``lengths[i]`` quantized
+        tokens of sample i (the quantizer and its losses still cover all K); None: all K.
+        """
         q = self.quantize(self.encode_latents(images))
-        return TiTokOutput(decoded=self.decode_latents(q.quantized), quantizer=q)
+        return TiTokOutput(decoded=self.decode_latents(q.quantized, lengths), quantizer=q)
 
     def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
         """Code ids (B, K) (VQ) -> code vectors (B, K, C); VAE latents (B, K, C) pass through."""
@@ -210,13 +216,35 @@ class TiTok(nn.Module):
         caller's autocast, float32 forces full precision, bfloat16 autocasts to it."""
         return precision(self.device.type, dtype)
 
-    def _check_tokens_shape(self, tokens: torch.Tensor) -> None:
-        k = self.config.num_latent_tokens
-        want = (k, self.config.token_size) if self.is_vae else (k,)
-        if tokens.ndim != len(want) + 1 or tuple(tokens.shape[1:]) != want:
+    def check_prefix(self, num_tokens: int, force_prefix: bool = False) -> int:
+        """Check a prefix length k for this model; returns it.
+
+        1 <= k <= K always; k < K only for a model trained on prefixes (``config.variable_length``)
+        unless ``force_prefix``: the tokens of a fixed-length model are not ordered, so the
+        decoder of such a model was never shown a prefix and decodes one poorly.
+        """
+        k_max = self.config.num_latent_tokens
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= k_max:
+            raise TitokError(f"num_tokens must be an integer in [1, {k_max}], got {num_tokens!r}")
+        if num_tokens < k_max and not (self.config.variable_length or force_prefix):
             raise TitokError(
-                f"expected tokens of shape (B, {', '.join(map(str, want))}), got {tuple(tokens.shape)}"
+                f"this model was trained on all {k_max} tokens only (config.variable_length is false), so a "
+                f"prefix of {num_tokens} tokens decodes poorly; use a model trained with prefix.enabled, or pass "
+                "force_prefix=True (--force-prefix) to decode it anyway"
             )
+        return num_tokens
+
+    def _check_tokens_shape(self, tokens: torch.Tensor, force_prefix: bool = False) -> None:
+        k = self.config.num_latent_tokens
+        want = f"(B, k, {self.config.token_size})" if self.is_vae else "(B, k)"
+        ndim = 3 if self.is_vae else 2
+        if (
+            tokens.ndim != ndim
+            or (self.is_vae and tokens.shape[2] != self.config.token_size)
+            or not 1 <= tokens.shape[1] <= k
+        ):
+            raise TitokError(f"expected tokens of shape {want} with 1 <= k <= {k}, got {tuple(tokens.shape)}")
+        self.check_prefix(int(tokens.shape[1]), force_prefix)
 
     @torch.inference_mode()
     def encode(
@@ -225,8 +253,10 @@ class TiTok(nn.Module):
         batch_size: int = 32,
         dtype: torch.dtype | None = None,
         sample: bool = False,
+        num_tokens: int | None = None,
+        force_prefix: bool = False,
     ) -> torch.Tensor:
-        """Images -> tokens.
+        """Images -> tokens (all K, or the first ``num_tokens``).
 
         Args:
             images: a tensor (B, 3, H, W) or (3, H, W) in [0, 1], a PIL image, a path, or a list
@@ -236,10 +266,18 @@ class TiTok(nn.Module):
             dtype: ``torch.bfloat16`` autocasts the encoder to it, ``torch.float32`` forces full
                 precision, None follows the caller (its autocast, if it opened one).
             sample: VAE only: draw from the posterior instead of taking its mean.
+            num_tokens: keep the first k tokens (a model trained on prefixes orders them
+                coarse-to-fine); None: all K. See :meth:`check_prefix`.
+            force_prefix: allow k < K for a model not trained on prefixes.
 
         Returns:
-            VQ: LongTensor (B, K) of code ids. VAE: FloatTensor (B, K, token_size).
+            VQ: LongTensor (B, k) of code ids. VAE: FloatTensor (B, k, token_size).
         """
+        k = (
+            self.config.num_latent_tokens
+            if num_tokens is None
+            else self.check_prefix(num_tokens, force_prefix)
+        )
         batch = to_batch(images, self.config.image_size)
         out = []
         for chunk in batch.split(batch_size):
@@ -250,14 +288,19 @@ class TiTok(nn.Module):
                 out.append(mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean)
             else:
                 out.append(self.quantize.nearest(z))
-        return torch.cat(out)
+        return torch.cat(out)[:, :k]
 
     @torch.inference_mode()
     def decode(
-        self, tokens: torch.Tensor, batch_size: int = 32, dtype: torch.dtype | None = None
+        self,
+        tokens: torch.Tensor,
+        batch_size: int = 32,
+        dtype: torch.dtype | None = None,
+        force_prefix: bool = False,
     ) -> torch.Tensor:
-        """Tokens (B, K) (VQ ids) or latents (B, K, C) (VAE) -> images (B, 3, H, W) in [0, 1].
+        """Tokens (B, k) (VQ ids) or latents (B, k, C) (VAE) -> images (B, 3, H, W) in [0, 1].
 
+        k is K, or any 1 <= k <= K for a model trained on prefixes (:meth:`check_prefix`).
         A stage-1 model ("proxy" head) has no pixel decoder: decode its proxy codes with the
         teacher VQGAN (:meth:`decode_proxy_codes`). ``dtype`` as for :meth:`encode`.
         """
@@ -266,7 +309,7 @@ class TiTok(nn.Module):
                 "this is a stage-1 model: it predicts proxy codes, not pixels; use decode_proxy_codes() "
                 "and the teacher VQGAN's decode()"
             )
-        self._check_tokens_shape(tokens)
+        self._check_tokens_shape(tokens, force_prefix)
         out = []
         for chunk in tokens.split(batch_size):
             latents = self.tokens_to_latents(chunk.to(self.device))
@@ -275,16 +318,23 @@ class TiTok(nn.Module):
         return torch.cat(out)
 
     @torch.inference_mode()
-    def decode_proxy_codes(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Stage-1 model: tokens (B, K) -> the most likely proxy codes (B, g, g)."""
+    def decode_proxy_codes(self, tokens: torch.Tensor, force_prefix: bool = False) -> torch.Tensor:
+        """Stage-1 model: tokens (B, k) -> the most likely proxy codes (B, g, g)."""
         if self.config.decoder_head != "proxy":
             raise TitokError("decode_proxy_codes() is for stage-1 models (decoder_head='proxy')")
-        self._check_tokens_shape(tokens)
+        self._check_tokens_shape(tokens, force_prefix)
         return self.decoder(self.tokens_to_latents(tokens.to(self.device))).argmax(dim=1)
 
     @torch.inference_mode()
     def reconstruct(
-        self, images: ImageLike | Sequence[ImageLike], batch_size: int = 32, dtype: torch.dtype | None = None
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        batch_size: int = 32,
+        dtype: torch.dtype | None = None,
+        num_tokens: int | None = None,
+        force_prefix: bool = False,
     ) -> torch.Tensor:
-        """Encode then decode: images -> reconstructions (B, 3, H, W) in [0, 1]."""
-        return self.decode(self.encode(images, batch_size, dtype), batch_size, dtype)
+        """Encode then decode (from the first ``num_tokens`` tokens, None: all K): images ->
+        reconstructions (B, 3, H, W) in [0, 1]."""
+        tokens = self.encode(images, batch_size, dtype, num_tokens=num_tokens, force_prefix=force_prefix)
+        return self.decode(tokens, batch_size, dtype, force_prefix=force_prefix)

@@ -30,12 +30,13 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D)."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); ``key_mask`` (B, L) bool: False hides that position from every query."""
         b, n, d = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -68,7 +69,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = MLP(width, int(width * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D)."""
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); ``key_mask`` as for :class:`SelfAttention`."""
+        x = x + self.attn(self.ln_1(x), key_mask)
         return x + self.mlp(self.ln_2(x))

@@ -19,6 +19,7 @@ import torch
 from einops.layers.torch import Rearrange
 from torch import nn
 
+from titok.models.config import HIDDEN_TAILS
 from titok.models.transformer import ResidualAttentionBlock
 
 
@@ -124,6 +125,10 @@ class TiTokDecoder(nn.Module):
         head: "proxy" (logits over ``num_proxy_codes``, (B, num_proxy_codes, g, g)) or
             "pixels" ((B, 3, H, W)).
         num_proxy_codes: proxy codebook size for the "proxy" head.
+        hidden_tail: how a prefix of k < K tokens is decoded. "remove": the tail positions are
+            absent (a shorter input, or hidden from attention when the prefix length varies within
+            a batch); "token": each of them holds a learned ``tail_token`` (plus its positional
+            embedding), so the decoder always reads K tokens.
     """
 
     def __init__(
@@ -137,11 +142,16 @@ class TiTokDecoder(nn.Module):
         token_size: int,
         head: str = "pixels",
         num_proxy_codes: int = 1024,
+        hidden_tail: str = "remove",
     ) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        if hidden_tail not in HIDDEN_TAILS:
+            raise ValueError(f"unknown hidden_tail {hidden_tail!r}: expected one of {HIDDEN_TAILS}")
         self.grid_size = image_size // patch_size
+        self.num_latent_tokens = num_latent_tokens
+        self.tail_token = _scaled_randn(1, 1, width, width=width) if hidden_tail == "token" else None
         self.decoder_embed = nn.Linear(token_size, width)
         self.class_embedding = _scaled_randn(1, width, width=width)
         self.positional_embedding = _scaled_randn(self.grid_size**2 + 1, width, width=width)
@@ -160,18 +170,38 @@ class TiTokDecoder(nn.Module):
         self.ffn = parts.ffn
         self.conv_out = parts.conv_out
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, K, C) -> (B, num_proxy_codes, g, g) logits or (B, 3, H, W) pixels."""
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, k, C), 1 <= k <= K -> (B, num_proxy_codes, g, g) logits or (B, 3, H, W) pixels.
+
+        ``lengths`` (B,) (training with prefixes): decode only the first ``lengths[i]`` tokens of
+        sample i; the others are hidden as ``hidden_tail`` says. None: all k tokens are read.
+        """
         b, k, _ = tokens.shape
-        x = self.decoder_embed(tokens) + self.latent_token_positional_embedding[:k].to(tokens.dtype)
+        x = self.decoder_embed(tokens)
+        key_mask = None
+        positions = torch.arange(self.num_latent_tokens, device=tokens.device)
+        if self.tail_token is not None:
+            if k < self.num_latent_tokens:
+                pad = self.tail_token.to(x.dtype).expand(b, self.num_latent_tokens - k, -1)
+                x = torch.cat([x, pad], dim=1)
+            if lengths is not None:
+                # torch.where keeps the tail token in the graph even when no position is hidden.
+                hidden = positions[None, :, None] >= lengths[:, None, None]
+                x = torch.where(hidden, self.tail_token.to(x.dtype), x)
+            k = self.num_latent_tokens
+        elif lengths is not None:
+            key_mask = positions[None, :k] < lengths[:, None]  # (B, k)
+        x = x + self.latent_token_positional_embedding[:k].to(x.dtype)
         g2 = self.grid_size**2
         masks = (
             torch.cat([self.class_embedding.expand(b, 1, -1), self.mask_token.expand(b, g2, -1)], dim=1)
             + self.positional_embedding
         )
         x = self.ln_pre(torch.cat([masks.to(x.dtype), x], dim=1))
+        if key_mask is not None:
+            key_mask = torch.cat([key_mask.new_ones(b, 1 + g2), key_mask], dim=1)
         for block in self.transformer:
-            x = block(x)
+            x = block(x, key_mask)
         x = self.ln_post(x[:, 1 : 1 + g2])  # (B, g*g, D)
         x = x.transpose(1, 2).reshape(b, -1, self.grid_size, self.grid_size)
         return self.conv_out(self.ffn(x))

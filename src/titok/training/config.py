@@ -13,6 +13,7 @@ A recipe is a YAML file with the sections below (all optional except ``mode``)::
     lr_scheduler: {name: cosine, warmup_steps: 10_000, end_lr: 1e-5}
     training: {batch_size: 32, max_train_steps: 1_000_000, mixed_precision: fp16, ...}
     experiment: {output_dir: runs/x, save_every: 50_000, keep_last: 3, log_every: 50, ...}
+    prefix: {enabled: true, per: sample, distribution: uniform}   # train on token prefixes
 
 Overrides are ``section.key=value`` strings (the value is parsed as YAML), e.g.
 ``training.batch_size=64`` or ``model.num_latent_tokens=64``. String values may use
@@ -37,6 +38,7 @@ from titok.errors import ConfigError
 from titok.losses import LossConfig
 from titok.models.config import TiTokConfig
 from titok.models.vqgan import VQGANConfig
+from titok.training.prefix import PrefixSection
 
 #: Training modes, one task per mode.
 MODES = ("vqgan", "stage1", "stage2", "single_stage", "generator")
@@ -182,6 +184,7 @@ class Recipe:
     lr_scheduler: SchedulerSection = field(default_factory=SchedulerSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    prefix: PrefixSection = field(default_factory=PrefixSection)
     #: Where the recipe came from (for messages); not a YAML key.
     source: str = field(default="<recipe>", compare=False)
 
@@ -203,6 +206,8 @@ class Recipe:
         from titok.models.presets import tokenizer_config
 
         fields_ = {k: v for k, v in self.model.items() if k != "preset"}
+        if self.prefix.enabled:
+            forced = {"variable_length": True, **forced}
         for key, value in forced.items():
             if key in fields_ and fields_[key] != value:
                 raise ConfigError(
@@ -447,6 +452,9 @@ def _check(recipe: Recipe) -> None:
     if t.stop_at_step is not None and t.stop_at_step <= 0:
         raise ConfigError(f"{src}: 'training.stop_at_step' must be > 0, got {t.stop_at_step}")
 
+    recipe.prefix.check(src)
+    if recipe.prefix.enabled and recipe.mode not in ("stage1", "stage2", "single_stage"):
+        raise ConfigError(f"{src}: 'prefix.enabled' is for TiTok modes (stage1, stage2, single_stage)")
     if recipe.mode == "generator":
         _check_generator(recipe)
         return

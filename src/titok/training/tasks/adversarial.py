@@ -18,6 +18,7 @@ from torch import nn
 
 from titok.losses import Stage2Loss, build_discriminator
 from titok.models.titok import TiTok
+from titok.training.prefix import prefix_preview_rows, task_prefix_lengths
 from titok.training.task import OptimizerSpec, StepContext, Task
 
 if TYPE_CHECKING:
@@ -51,8 +52,15 @@ class PixelTask(Task):
         """The model to train (and set ``self.image_size``)."""
 
     @abstractmethod
-    def reconstruct(self, model: nn.Module, images: torch.Tensor) -> PixelOutput:
-        """Training forward pass of ``model`` (the prepared one) on ``images`` (B, 3, H, W)."""
+    def reconstruct(
+        self, model: nn.Module, images: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> PixelOutput:
+        """Training forward pass of ``model`` (the prepared one) on ``images`` (B, 3, H, W),
+        decoding the first ``lengths[i]`` tokens of image i (None: all; TiTok only)."""
+
+    def prefix_lengths(self, batch_size: int, ctx: StepContext) -> torch.Tensor | None:
+        """This step's token-prefix lengths (B,), or None (see :mod:`titok.training.prefix`)."""
+        return None
 
     def build(self, accelerator: Accelerator) -> dict[str, nn.Module]:
         model = self.build_model(accelerator)
@@ -70,7 +78,7 @@ class PixelTask(Task):
 
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         images = batch["image"]
-        out = self.reconstruct(ctx.module("model"), images)
+        out = self.reconstruct(ctx.module("model"), images, self.prefix_lengths(images.shape[0], ctx))
         active = self.loss.discriminator_active(ctx.step)
         total, logs = self.loss.generator_loss(
             images,
@@ -105,9 +113,12 @@ class PixelTask(Task):
 class TiTokPixelTask(PixelTask):
     """A pixel task whose model is a TiTok (stage 2, single stage): previews and export."""
 
+    def prefix_lengths(self, batch_size: int, ctx: StepContext) -> torch.Tensor | None:
+        return task_prefix_lengths(self.recipe, ctx.unwrapped("model"), batch_size, ctx)
+
     def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
         assert isinstance(model, TiTok)
-        return [model.reconstruct(images)]
+        return prefix_preview_rows(model, images, model.reconstruct)
 
     def export(self, model: nn.Module, directory: Path) -> Path:
         assert isinstance(model, TiTok)

@@ -32,8 +32,10 @@ class SingleStageTask(TiTokPixelTask):
         self.kl_weight = float(self.recipe.loss_extra("kl_weight"))
         return TiTok(cfg)
 
-    def reconstruct(self, model: nn.Module, images: torch.Tensor) -> PixelOutput:
-        out = model(images)
+    def reconstruct(
+        self, model: nn.Module, images: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> PixelOutput:
+        out = model(images, lengths)
         q = out.quantizer
         if self.vae:
             assert q.kl is not None

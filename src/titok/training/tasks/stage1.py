@@ -21,6 +21,7 @@ from titok.errors import ConfigError
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
 from titok.pretrained import load_vqgan
+from titok.training.prefix import prefix_preview_rows, task_prefix_lengths
 from titok.training.task import StepContext, Task
 
 if TYPE_CHECKING:
@@ -82,7 +83,9 @@ class Stage1Task(Task):
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         images = batch["image"]
         targets = self.teacher_codes(images, batch["key"])
-        out = ctx.module("model")(images)
+        out = ctx.module("model")(
+            images, task_prefix_lengths(self.recipe, ctx.unwrapped("model"), len(images), ctx)
+        )
         logits = out.decoded.float()
         cross_entropy = F.cross_entropy(logits, targets)
         q = out.quantizer
@@ -101,8 +104,11 @@ class Stage1Task(Task):
     def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
         assert isinstance(model, TiTok)
         teacher_rec = self.teacher.decode(self.teacher.encode(images))
-        codes = model.decode_proxy_codes(model.encode(images))
-        return [teacher_rec, self.teacher.decode(codes)]
+
+        def decode(x: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
+            return self.teacher.decode(model.decode_proxy_codes(model.encode(x, num_tokens=num_tokens)))
+
+        return [teacher_rec, *prefix_preview_rows(model, images, decode)]
 
     def export(self, model: nn.Module, directory: Path) -> Path:
         assert isinstance(model, TiTok)

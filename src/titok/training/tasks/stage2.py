@@ -38,6 +38,15 @@ def freeze_tokenizer(model: TiTok) -> None:
     model.latent_tokens.requires_grad_(False)
 
 
+def with_new_tail_token(model: TiTok, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` plus ``model``'s freshly initialised ``decoder.tail_token`` where ``state`` has none
+    (a fixed-length stage-1 model fine-tuned on prefixes with ``hidden_tail: token``)."""
+    state = dict(state)
+    if model.decoder.tail_token is not None and "decoder.tail_token" not in state:
+        state["decoder.tail_token"] = model.decoder.tail_token.detach().clone()
+    return state
+
+
 class Stage2Task(TiTokPixelTask):
     """Trains the decoder side of a stage-1 TiTok to pixels."""
 
@@ -51,12 +60,14 @@ class Stage2Task(TiTokPixelTask):
             )
         init = TiTok.from_pretrained(recipe.init_from, preset=recipe.model.get("preset"))
         overrides = {k: v for k, v in recipe.model.items() if k != "preset"}
+        if recipe.prefix.enabled:
+            overrides["variable_length"] = True
         head = init.config.decoder_head
         if head == "vqgan":
             model = init
             if overrides:
                 model = TiTok(dataclasses.replace(init.config, **overrides))
-                load_strict(model, init.state_dict(), str(recipe.init_from))
+                load_strict(model, with_new_tail_token(model, init.state_dict()), str(recipe.init_from))
         elif head == "proxy":
             teacher = load_teacher(recipe)
             tcfg = teacher.config
@@ -73,7 +84,7 @@ class Stage2Task(TiTokPixelTask):
             except ConfigError as exc:
                 raise ConfigError(f"{recipe.source}: stage-1 model and teacher do not fit: {exc}") from None
             model = TiTok(cfg)
-            state = dict(init.state_dict())
+            state = with_new_tail_token(model, init.state_dict())
             state["pixel_quantize.embedding.weight"] = teacher.quantize.embedding.weight.detach().cpu()
             state.update({f"pixel_decoder.{k}": v.cpu() for k, v in teacher.decoder.state_dict().items()})
             load_strict(model, state, f"{recipe.init_from} + teacher {recipe.teacher}")
@@ -86,6 +97,8 @@ class Stage2Task(TiTokPixelTask):
         self.image_size = model.config.image_size
         return model
 
-    def reconstruct(self, model: nn.Module, images: torch.Tensor) -> PixelOutput:
-        out = model(images)
+    def reconstruct(
+        self, model: nn.Module, images: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> PixelOutput:
+        out = model(images, lengths)
         return PixelOutput(out.decoded, out.quantizer.loss)

@@ -45,7 +45,9 @@ class VQGANTask(PixelTask):
         except ValueError as exc:  # e.g. channels not divisible by the 32 GroupNorm groups
             raise ConfigError(f"{src}: model: {exc}") from None
 
-    def reconstruct(self, model: nn.Module, images: torch.Tensor) -> PixelOutput:
+    def reconstruct(
+        self, model: nn.Module, images: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> PixelOutput:
         rec, q = model(images)
         assert q.indices is not None
         usage = torch.tensor(q.indices.unique().numel() / self.codebook_size)

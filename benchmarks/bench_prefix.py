@@ -1,0 +1,135 @@
+"""Reconstruction quality against the number of tokens, on held-out images.
+
+For each tokenizer (a ``titok train`` run folder, whose ``export/`` is read, or an export folder,
+or a built-in name), measures PSNR and SSIM of the reconstructions from the first k tokens for
+each k (:func:`titok.evaluation.prefix.prefix_curve`), and, with ``--positions``, the output
+change when one token position is swapped (:func:`titok.evaluation.prefix.position_sensitivity`).
+A fixed-length model is measured at its own K only. Held-out images: the 500 that the recipes hold
+out (seed 0), at 64 px. Prints one JSON line per model, merges them into
+``benchmarks/results/prefix.json`` and, with ``--plot``, draws PSNR against k.
+
+Usage::
+
+    python benchmarks/bench_prefix.py runs/flex-k32 runs/fixed-k8 --name-prefix screen- \\
+        --plot docs/results/prefix/screening.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from titok.evaluation.prefix import position_sensitivity, prefix_curve
+from titok.evaluation.reconstruction import DataSplit, split_batches
+from titok.models.prefixes import powers_of_two
+from titok.models.titok import TiTok
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "prefix.json"
+
+
+def load(spec: str) -> tuple[str, TiTok, dict]:
+    """(name, model, recipe settings) of a run folder, an export folder or a built-in name."""
+    path = Path(spec)
+    settings: dict = {}
+    if (path / "export").is_dir():
+        import yaml
+
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text())
+        settings = {
+            "prefix": recipe.get("prefix"),
+            "model": recipe.get("model"),
+            "max_train_steps": recipe["training"]["max_train_steps"],
+            "batch_size": recipe["training"]["batch_size"],
+        }
+        path = path / "export"
+    model = TiTok.from_pretrained(str(path) if path.exists() else spec)
+    name = Path(spec).name if Path(spec).exists() else spec
+    return name, model.eval(), settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imagenette"))
+    parser.add_argument("--holdout", type=int, default=500)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--lengths", type=int, nargs="*", default=None, help="default: 1, 2, 4, ..., K")
+    parser.add_argument("--positions", action="store_true", help="also the sensitivity of each position")
+    parser.add_argument("--name-prefix", default="", help="prepended to each model's name in the results")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    images = None
+    names = []
+    for spec in args.models:
+        name, model, settings = load(spec)
+        if images is None:
+            split = DataSplit(args.data, "val", args.holdout, 0, args.images)
+            images = torch.cat(
+                [b["image"] for b in split_batches(split, model.image_size, 100, progress=False)]
+            )
+        k = model.num_tokens
+        lengths = [n for n in (args.lengths or powers_of_two(k)) if n <= k]
+        if not model.config.variable_length:
+            lengths = [k]
+        start = time.perf_counter()
+        entry = {
+            "source": spec,
+            "num_latent_tokens": k,
+            "variable_length": model.config.variable_length,
+            "hidden_tail": model.config.hidden_tail,
+            "heldout_images": len(images),
+            "settings": settings,
+            "curve": prefix_curve(model, images, lengths),
+        }
+        if args.positions:
+            entry["position_sensitivity"] = position_sensitivity(model, images)
+        entry["seconds"] = time.perf_counter() - start
+        entry["torch"] = torch.__version__
+        results[args.name_prefix + name] = entry
+        names.append(args.name_prefix + name)
+        curve = {row["num_tokens"]: round(row["psnr"], 2) for row in entry["curve"]}
+        print(json.dumps({"model": args.name_prefix + name, "psnr": curve}), flush=True)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    if args.plot is not None:
+        plot({n: results[n] for n in names}, args.plot)
+
+
+def plot(entries: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    fixed = {n: e for n, e in entries.items() if not e["variable_length"]}
+    for name, entry in entries.items():
+        if entry["variable_length"]:
+            ks = [r["num_tokens"] for r in entry["curve"]]
+            ax.plot(ks, [r["psnr"] for r in entry["curve"]], marker="o", label=name)
+    if fixed:
+        pts = sorted((e["num_latent_tokens"], e["curve"][0]["psnr"], n) for n, e in fixed.items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "k*--", markersize=10, label="fixed-length models")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="tokens decoded (k)", ylabel="held-out PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
