@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="*", default=None, help="default: 1, 2, 4, ..., K")
     parser.add_argument("--positions", action="store_true", help="also the sensitivity of each position")
     parser.add_argument("--name-prefix", default="", help="prepended to each model's name in the results")
+    parser.add_argument(
+        "--classifier", type=Path, default=None, help="feature network folder: adds rFID[net] at each k"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=None)
@@ -71,6 +74,13 @@ def main() -> None:
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     images = None
     names = []
+    net = reference = None
+    if args.classifier is not None:
+        from titok.models.classifier import load_classifier
+        from titok.reproduce.measure import real_summary
+
+        net = load_classifier(args.classifier).eval()
+        reference = real_summary(net, DataSplit(args.data, "val", args.holdout, 0, args.images), 64)
     for spec in args.models:
         name, model, settings = load(spec)
         if images is None:
@@ -92,6 +102,16 @@ def main() -> None:
             "settings": settings,
             "curve": prefix_curve(model, images, lengths),
         }
+        if net is not None:
+            from titok.reproduce.measure import reconstruction_metrics
+
+            split = DataSplit(args.data, "val", args.holdout, 0, args.images)
+            for row in entry["curve"]:
+                k_row = int(row["num_tokens"])
+                metrics, _, _ = reconstruction_metrics(
+                    model, split, net, reference, model.image_size, num_tokens=None if k_row == k else k_row
+                )
+                row[f"rFID[{net.name}]"] = metrics[f"rFID[{net.name}]"]
         if args.positions:
             entry["position_sensitivity"] = position_sensitivity(model, images)
         entry["seconds"] = time.perf_counter() - start

@@ -14,15 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
+from titok.data.loader import DataConfig
 from titok.errors import ConfigError, TitokError
 from titok.evaluation.prefix import position_sensitivity, prefix_curve
 from titok.images import to_batch
 from titok.models.config import TiTokConfig
+from titok.models.generator import Generator, GeneratorConfig
 from titok.models.prefixes import powers_of_two
 from titok.models.titok import TiTok
+from titok.pretokenize import pretokenize
 from titok.training import checkpointing as ckpt
 from titok.training import load_recipe, make_task, train
 from titok.training.prefix import PrefixSection, draw_lengths
+from titok.training.tasks.generator import run_generator_training
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
 
@@ -301,3 +305,102 @@ def test_a_tiny_prefix_run_improves_with_k(pictures: Path, tmp_path: Path) -> No
     assert model.config.variable_length
     curve = {r["num_tokens"]: r["psnr"] for r in prefix_curve(model, _load_pictures(pictures))}
     assert curve[1] + 0.2 < curve[2] and curve[2] + 0.2 < curve[4] and curve[8] > curve[4] - 0.1, curve
+
+
+# ---------------------------------------------------------------------------- generation at any length
+
+
+def _tiny_generator(variable_length: bool) -> Generator:
+    config = GeneratorConfig(
+        hidden_size=32,
+        depth=1,
+        heads=2,
+        intermediate_size=64,
+        codebook_size=16,
+        seq_len=8,
+        num_classes=3,
+        variable_length=variable_length,
+    )
+    return Generator.from_config(config).eval()
+
+
+@pytest.mark.parametrize("variable_length", [True, False])
+def test_generation_of_the_first_k_tokens(variable_length: bool) -> None:
+    gen = _tiny_generator(variable_length)
+    for k in (1, 3, 8):
+        seen: list[int] = []
+        tokens = gen.generate(
+            [0, 2], num_tokens=k, seed=0, on_step=lambda _s, ids, seen=seen: seen.append(ids.shape[1])
+        )
+        assert tokens.shape == (2, k) and int(tokens.min()) >= 0 and int(tokens.max()) < 16
+        # A generator trained on prefixes samples k-token sequences; another one samples K and cuts.
+        assert set(seen) == {k if variable_length else 8}
+    if not variable_length:
+        assert torch.equal(gen.generate([1], seed=3, num_tokens=3), gen.generate([1], seed=3)[:, :3])
+    with pytest.raises(TitokError, match=r"num_tokens must be an integer in \[1, 8\]"):
+        gen.generate([0], num_tokens=9)
+
+
+def test_generator_training_on_prefixes_exports_a_variable_length_generator(
+    pictures: Path, tmp_path: Path
+) -> None:
+    tokenizer = _tiny()
+    tokenizer.save_pretrained(tmp_path / "tok")
+    data = DataConfig(path=str(pictures), batch_size=8)
+    pretokenize(tokenizer, data, tmp_path / "tokens", model_name=str(tmp_path / "tok"), progress=False)
+    recipe = load_recipe(
+        RECIPES / "tiny_generator.yaml",
+        [
+            f"data.train={tmp_path / 'tokens'}",
+            "experiment.progress_bar=false",
+            "experiment.image_every=0",
+            "training.max_train_steps=6",
+            "training.batch_size=4",
+            "model.num_classes=2",
+            "model.class_names=null",
+            "data.augment=false",
+            "prefix.enabled=true",
+        ],
+        mode="generator",
+    )
+    result = run_generator_training(recipe, output_dir=tmp_path / "gen")
+    gen = Generator.from_pretrained(result.export_dir)
+    assert gen.config.variable_length and gen.config.seq_len == 8
+    assert gen.generate([0, 1], num_tokens=2, seed=0).shape == (2, 2)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def test_cli_num_tokens_strips_and_the_refusal(capsys, tmp_path: Path, pictures: Path) -> None:
+    from titok.cli import main
+
+    flex = _tiny().save_pretrained(tmp_path / "flex")
+    fixed = _tiny(variable_length=False).save_pretrained(tmp_path / "fixed")
+    images = [str(p) for p in sorted(pictures.glob("*/*.png"))[:2]]
+    assert (
+        main(["tokenize", *images, "-o", str(tmp_path / "t.npz"), "-m", str(flex), "--num-tokens", "3"]) == 0
+    )
+    assert __import__("numpy").load(tmp_path / "t.npz")["tokens"].shape == (2, 3)
+    out = tmp_path / "rec"
+    assert main(["reconstruct", *images, "-o", str(out), "-m", str(flex), "-k", "2", "--strip"]) == 0
+    strip = Image.open(out / f"{Path(images[0]).stem}_strip.png")
+    assert strip.size == (16 * (1 + 4), 16)  # the original, then k = 1, 2, 4, 8
+    assert Image.open(out / f"{Path(images[0]).stem}_reconstruction.png").size == (32, 16)
+    capsys.readouterr()
+    code = main(["reconstruct", *images, "-o", str(tmp_path / "r2"), "-m", str(fixed), "-k", "2"])
+    err = capsys.readouterr().err
+    assert code != 0 and "trained on all 8 tokens only" in err and "--force-prefix" in err
+    assert len(err.strip().splitlines()) == 1, err
+    forced = [
+        "reconstruct",
+        *images,
+        "-o",
+        str(tmp_path / "r3"),
+        "-m",
+        str(fixed),
+        "-k",
+        "2",
+        "--force-prefix",
+    ]
+    assert main(forced) == 0

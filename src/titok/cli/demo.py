@@ -1,6 +1,8 @@
 """``titok demo``: the README's main command, run offline on the built-in default models.
 
-Reconstructs sample images with the default tokenizer and, when the built-in generator is
+Reconstructs sample images with the default tokenizer (and, for a tokenizer trained on token
+prefixes, writes a coarse-to-fine strip per image: the reconstructions from 1, 2, 4, ..., K
+tokens) and, when the built-in generator is
 installed, generates a grid with one row per class.
 """
 
@@ -13,6 +15,7 @@ import typer
 
 from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
+from titok.cli.options import NumTokensOpt
 from titok.cli.progress import QuietOpt
 from titok.pretrained import builtin_generators_dir
 from titok.samples import default_sample_data, extract_samples
@@ -37,18 +40,28 @@ def demo(
     per_class: Annotated[
         int, typer.Option("--per-class", min=0, help="Generated images per class (0: no generation).")
     ] = 4,
+    num_tokens: NumTokensOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct sample images with the default model and write the results under OUTPUT."""
     source = data or default_sample_data()
     inputs = extract_samples(source, output / "inputs", count)
     typer.echo(f"sample images: {len(inputs)} from {source}")
-    reconstruct(inputs, output=output / "reconstructions", model=model, quiet=quiet)
+    # A model trained on token prefixes also gets a coarse-to-fine strip per image.
+    reconstruct(
+        inputs, output=output / "reconstructions", model=model, num_tokens=num_tokens, strip=True, quiet=quiet
+    )
     if per_class == 0:
         return
     if model is not None or not builtin_generator_installed():
         typer.echo("generation skipped: the built-in generator is not installed (or --model was given)")
         return
     generate(
-        classes=None, num=per_class, output=output / "generated", model=None, tokenizer=None, quiet=quiet
+        classes=None,
+        num=per_class,
+        output=output / "generated",
+        model=None,
+        tokenizer=None,
+        num_tokens=num_tokens,
+        quiet=quiet,
     )

@@ -17,7 +17,7 @@ import torch
 import typer
 
 from titok.class_names import imagenet_classes, resolve_class
-from titok.cli.options import DeviceOpt, DtypeOpt, parse_device, parse_dtype
+from titok.cli.options import DeviceOpt, DtypeOpt, ForcePrefixOpt, parse_device, parse_dtype
 from titok.cli.progress import QuietOpt, progress_bar
 from titok.errors import TitokError
 from titok.images import tensor_to_pil
@@ -109,6 +109,17 @@ def generate(
         ),
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 16,
+    num_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--num-tokens",
+            "-k",
+            min=1,
+            help="Generate the first k tokens only and decode them (a tokenizer trained on prefixes; "
+            "faster with a generator trained on prefixes). Default: all K.",
+        ),
+    ] = None,
+    force_prefix: ForcePrefixOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     quiet: QuietOpt = False,
@@ -149,6 +160,8 @@ def generate(
             f"tokenizer {tok_spec} ({tok.num_tokens} tokens, {tok.config.codebook_size} codes) does not fit "
             f"generator {spec} ({gen.config.seq_len} tokens, {gen.config.codebook_size} codes)"
         )
+    if num_tokens is not None:
+        tok.check_prefix(num_tokens, force_prefix)
     output.mkdir(parents=True, exist_ok=True)
     all_labels: list[int | None] = [y for y in labels for _ in range(num)]
     rng = torch.Generator(device=dev)
@@ -166,8 +179,9 @@ def generate(
                 generator=rng,
                 num_samples=len(chunk) if unconditional else None,
                 dtype=dt,
+                num_tokens=num_tokens,
             )
-            images.append(tok.decode(tokens, dtype=dt).cpu())
+            images.append(tok.decode(tokens, dtype=dt, force_prefix=force_prefix).cpu())
             bar.update(len(chunk))
     images_t = torch.cat(images)
     for i, (label, img) in enumerate(zip(all_labels, images_t, strict=True)):

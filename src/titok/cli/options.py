@@ -29,6 +29,19 @@ PresetOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16 (autocast).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+NumTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-tokens",
+        "-k",
+        min=1,
+        help="Use the first k tokens only (a model trained on prefixes; default: all K).",
+    ),
+]
+ForcePrefixOpt = Annotated[
+    bool,
+    typer.Option("--force-prefix", help="Allow --num-tokens below K for a model not trained on prefixes."),
+]
 
 _DTYPES = {
     "float32": torch.float32,

@@ -184,6 +184,7 @@ def evaluate_reconstruction(
     fid_method: Literal["sqrtm", "eigh"] = "sqrtm",
     progress: bool = True,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    num_tokens: int | None = None,
 ) -> dict[str, float]:
     """Reconstruction metrics of ``model`` over ``split`` (keys in the module docstring).
 
@@ -198,6 +199,7 @@ def evaluate_reconstruction(
             (they must come from ``feature_network``).
         fid_method: ``"sqrtm"`` (standard) or ``"eigh"`` (faster), see :func:`titok.metrics.frechet_distance`.
         progress: show a progress bar.
+        num_tokens: TiTok trained on prefixes: decode the first k tokens only (None: all).
         on_batch: called with ``(originals, reconstructions)`` of every batch (e.g. for grids).
 
     Raises:
@@ -224,7 +226,12 @@ def evaluate_reconstruction(
     psnr_finite, count = 0, 0
     for batch in split_batches(split, model.image_size, batch_size, progress, desc="reconstruction"):
         images = batch["image"]
-        tokens = model.encode(images.to(model.device), batch_size=len(images), dtype=dtype)
+        if num_tokens is None:
+            tokens = model.encode(images.to(model.device), batch_size=len(images), dtype=dtype)
+        else:
+            tokens = model.encode(
+                images.to(model.device), batch_size=len(images), dtype=dtype, num_tokens=num_tokens
+            )
         recon = decode_to_images(model, tokens, dtype, teacher).cpu()
         if counts is not None:
             counts += token_counts(tokens, model.codebook_size)

@@ -43,8 +43,10 @@ def reconstruction_metrics(
     image_size: int,
     batch_size: int = 50,
     keep: int = 8,
+    num_tokens: int | None = None,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """PSNR, SSIM, FID[net] against ``reference`` and codebook usage over ``split``.
+    """PSNR, SSIM, FID[net] against ``reference`` and codebook usage over ``split`` (from the
+    first ``num_tokens`` tokens of a TiTok trained on prefixes; None: all).
 
     Computed by :func:`~titok.evaluation.reconstruction.evaluate_reconstruction`, the same
     procedure as ``titok eval reconstruction``.
@@ -70,6 +72,7 @@ def reconstruction_metrics(
         reference=reference.stats,
         progress=False,
         on_batch=grab,
+        num_tokens=num_tokens,
     )
     metrics = {
         "PSNR": out["PSNR"],
@@ -105,26 +108,38 @@ def probe_metrics(
 
 @torch.inference_mode()
 def generate(
-    generator: torch.nn.Module, tokenizer: Tokenizer, labels: torch.Tensor, batch_size: int, seed: int = 0
+    generator: torch.nn.Module,
+    tokenizer: Tokenizer,
+    labels: torch.Tensor,
+    batch_size: int,
+    seed: int = 0,
+    num_tokens: int | None = None,
 ) -> torch.Tensor:
-    """Images (N, 3, S, S) in [0, 1] for ``labels`` [N], batch by batch, deterministic for ``seed``."""
+    """Images (N, 3, S, S) in [0, 1] for ``labels`` [N], batch by batch, deterministic for ``seed``
+    (of the first ``num_tokens`` tokens; None: all)."""
     out = []
     for i, chunk in enumerate(labels.split(batch_size)):
-        tokens = generator.generate(chunk, seed=seed + i)
+        extra = {} if num_tokens is None else {"num_tokens": num_tokens}
+        tokens = generator.generate(chunk, seed=seed + i, **extra)
         out.append(tokenizer.decode(tokens, batch_size=batch_size))
     return torch.cat(out)
 
 
 def generation_speed(
-    generator: torch.nn.Module, tokenizer: Tokenizer, num_classes: int, batch_size: int, runs: int
+    generator: torch.nn.Module,
+    tokenizer: Tokenizer,
+    num_classes: int,
+    batch_size: int,
+    runs: int,
+    num_tokens: int | None = None,
 ) -> dict[str, float]:
     """Images/s of sampling + decoding one batch (one warm-up run, then the median of ``runs``)."""
     labels = torch.arange(batch_size) % num_classes
-    generate(generator, tokenizer, labels, batch_size)
+    generate(generator, tokenizer, labels, batch_size, num_tokens=num_tokens)
     times = []
     for r in range(runs):
         start = time.perf_counter()
-        generate(generator, tokenizer, labels, batch_size, seed=r)
+        generate(generator, tokenizer, labels, batch_size, seed=r, num_tokens=num_tokens)
         times.append(time.perf_counter() - start)
     median = sorted(times)[len(times) // 2]
     return {
@@ -143,6 +158,7 @@ def generation_metrics_for(
     num_classes: int,
     batch_size: int = 50,
     seed: int = 0,
+    num_tokens: int | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """gFID[net], IS[net] and class agreement of ``num`` class-balanced samples (sampled from
     ``seed``); also returns the samples.
@@ -151,7 +167,7 @@ def generation_metrics_for(
     for, read from the same forward pass as the IS (NaN for a network without logits).
     """
     labels = torch.arange(num) % num_classes
-    images = generate(generator, tokenizer, labels, batch_size, seed)
+    images = generate(generator, tokenizer, labels, batch_size, seed, num_tokens)
     acc = FeatureAccumulator(network)
     for chunk in images.split(batch_size):
         acc.update(chunk)

@@ -453,8 +453,8 @@ def _check(recipe: Recipe) -> None:
         raise ConfigError(f"{src}: 'training.stop_at_step' must be > 0, got {t.stop_at_step}")
 
     recipe.prefix.check(src)
-    if recipe.prefix.enabled and recipe.mode not in ("stage1", "stage2", "single_stage"):
-        raise ConfigError(f"{src}: 'prefix.enabled' is for TiTok modes (stage1, stage2, single_stage)")
+    if recipe.prefix.enabled and recipe.mode == "vqgan":
+        raise ConfigError(f"{src}: 'prefix.enabled' is for TiTok and generator modes, not vqgan")
     if recipe.mode == "generator":
         _check_generator(recipe)
         return

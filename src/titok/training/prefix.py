@@ -41,7 +41,8 @@ class PrefixSection:
 
     Attributes:
         enabled: train on prefixes; the exported model's config says ``variable_length: true``.
-        per: "sample" (each image its own k) or "batch" (one k per batch and process).
+        per: "sample" (each image its own k) or "batch" (one k per batch and process). The
+            generator mode always draws one k per batch (its sequences are cut to k).
         distribution: "uniform" (k in 1..K), "pow2" (k in {1, 2, 4, ..., K}) or "mix".
         full_share: probability that a draw is K itself, on top of the distribution.
         warmup_steps: steps at full length before prefixes start.

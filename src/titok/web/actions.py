@@ -121,20 +121,24 @@ class Reconstruction:
     notes: list[str]
 
 
-def reconstruct(models: SharedModels, path: str | Path, precision_name: str = "float32") -> Reconstruction:
-    """Tokenize the image file at ``path`` and decode its tokens."""
+def reconstruct(
+    models: SharedModels, path: str | Path, precision_name: str = "float32", num_tokens: float | None = None
+) -> Reconstruction:
+    """Tokenize the image file at ``path`` and decode its tokens (the first ``num_tokens`` of them,
+    for a tokenizer trained on prefixes; None: all)."""
     dtype = precision_dtype(precision_name)
     image, notes = load_image(path)
     model = models.tokenizer().model
     size = model.image_size
     if image.size != (size, size):
         notes.append(f"the model sees a {size}×{size} centre crop of the {image.width}×{image.height} image")
+    k = prefix_length(model, num_tokens)
     model_input = resize_center_crop(image, size)
     batch = pil_to_tensor(model_input)[None]
     with models.computing():
         start = time.perf_counter()
         tokens = model.encode(batch, dtype=dtype)
-        decoded = model.decode(tokens, dtype=dtype).cpu()
+        decoded = model.decode(tokens[:, :k], dtype=dtype).cpu()
         seconds = time.perf_counter() - start
     return Reconstruction(
         input=model_input,
@@ -146,13 +150,27 @@ def reconstruct(models: SharedModels, path: str | Path, precision_name: str = "f
     )
 
 
-def decode(models: SharedModels, tokens: Sequence[int], precision_name: str = "float32") -> Image.Image:
-    """Decode one sequence of code ids to an image."""
+def prefix_length(model: TiTok, num_tokens: float | None) -> int:
+    """The number of tokens to decode: all K for None, else a whole number in [1, K] that the
+    model allows (:meth:`TiTok.check_prefix`)."""
+    if num_tokens is None:
+        return model.num_tokens
+    return model.check_prefix(whole_number(num_tokens, "tokens decoded", 1, model.num_tokens))
+
+
+def decode(
+    models: SharedModels,
+    tokens: Sequence[int],
+    precision_name: str = "float32",
+    num_tokens: float | None = None,
+) -> Image.Image:
+    """Decode one sequence of code ids (its first ``num_tokens``; None: all) to an image."""
     dtype = precision_dtype(precision_name)
     model = models.tokenizer().model
     check_tokens(tokens, model.num_tokens, model.codebook_size)
+    k = prefix_length(model, num_tokens)
     with models.computing():
-        decoded = model.decode(torch.tensor([list(tokens)], dtype=torch.long), dtype=dtype)
+        decoded = model.decode(torch.tensor([list(tokens)[:k]], dtype=torch.long), dtype=dtype)
     return tensor_to_pil(decoded[0].cpu())
 
 
@@ -289,8 +307,10 @@ def generate(
     temperature: float = 1.0,
     seed: int = 0,
     precision_name: str = "float32",
+    num_tokens: float | None = None,
 ) -> Generation:
-    """Sample ``num_samples`` images of a class (name or id), recording every decoding step."""
+    """Sample ``num_samples`` images of a class (name or id), recording every decoding step; with
+    ``num_tokens``, only the first k tokens (a tokenizer trained on prefixes)."""
     dtype = precision_dtype(precision_name)
     n = whole_number(num_samples, "samples", 1, MAX_SAMPLES)
     steps = whole_number(num_steps, "steps", 1, MAX_STEPS)
@@ -299,6 +319,7 @@ def generate(
     if not str(class_text or "").strip():
         raise TitokError("pick a class")
     label = resolve_class(str(class_text), generator.class_names)
+    k = prefix_length(tokenizer.model, num_tokens)
     recorded: list[torch.Tensor] = []
     with models.computing():
         start = time.perf_counter()
@@ -309,8 +330,9 @@ def generate(
             guidance_schedule=guidance_schedule,
             randomize_temperature=temperature,
             seed=seed,
-            on_step=lambda _step, ids: recorded.append(ids.cpu().clone()),
+            on_step=lambda _step, ids: recorded.append(ids[:, :k].cpu().clone()),
             dtype=dtype,
+            num_tokens=k,
         )
         images = tokenizer.model.decode(tokens, dtype=dtype).cpu()
         seconds = time.perf_counter() - start

@@ -139,6 +139,18 @@ def _precision(elem: str) -> gr.Radio:
     return gr.Radio(list(actions.PRECISIONS), value="float32", label="Precision", elem_id=elem)
 
 
+def _length_slider(models: SharedModels, num_tokens: int, elem: str) -> gr.Slider:
+    """The number of tokens to decode: 1 to K for a tokenizer trained on prefixes, else fixed at K."""
+    try:
+        variable = models.tokenizer().model.config.variable_length
+    except ModelLoadError:
+        variable = False
+    info = "the first k tokens (coarse to fine)" if variable else "this tokenizer decodes all its tokens only"
+    return gr.Slider(
+        1, num_tokens, value=num_tokens, step=1, label="Tokens", info=info, interactive=variable, elem_id=elem
+    )
+
+
 def _reconstruct_tab(
     models: SharedModels, samples: dict[str, Path], num_tokens: int, codebook_size: int
 ) -> None:
@@ -147,6 +159,7 @@ def _reconstruct_tab(
         with gr.Column(scale=1, min_width=260):
             upload, sample = _image_picker("Upload an image", "recon", samples, None)
             precision = _precision("recon-precision")
+            length = _length_slider(models, num_tokens, "recon-num-tokens")
             run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
         with gr.Column(scale=2):
             with gr.Row():
@@ -167,11 +180,13 @@ def _reconstruct_tab(
                 replace = gr.Button("Replace token", elem_id="replace-token")
                 reset = gr.Button("Undo the edits", elem_id="reset-tokens")
 
-    def show(page: dict[str, Any], tokens: list[int], precision_name: str, seconds: float) -> tuple[Any, ...]:
+    def show(
+        page: dict[str, Any], tokens: list[int], precision_name: str, seconds: float, k: float | None = None
+    ) -> tuple[Any, ...]:
         original = page["original"]
         changed = [i for i, (a, b) in enumerate(zip(tokens, original, strict=True)) if a != b]
         start = time.perf_counter()
-        image = actions.decode(models, tokens, precision_name)
+        image = actions.decode(models, tokens, precision_name, k)
         seconds += time.perf_counter() - start
         quality = actions.image_psnr(image, page["input"])
         what = (
@@ -179,31 +194,42 @@ def _reconstruct_tab(
             if changed
             else "the image's own tokens"
         )
+        if k is not None and int(k) < len(tokens):
+            what += f", the first {int(k)} of {len(tokens)} decoded"
         line = f"{what} · PSNR {quality:.2f} dB against the input · {seconds:.2f} s ({precision_name})"
         grid_html = actions.token_grid_html(tokens, changed, title="tokens (changed ones marked)")
         return actions.enlarge(image), grid_html, line, {**page, "tokens": tokens}
 
     def do_reconstruct(
-        upload_path: str | None, sample_name: str | None, precision_name: str, pos: float
+        upload_path: str | None, sample_name: str | None, precision_name: str, pos: float, k: float
     ) -> tuple:
-        rec = actions.reconstruct(models, _chosen_file(upload_path, sample_name, samples), precision_name)
+        rec = actions.reconstruct(models, _chosen_file(upload_path, sample_name, samples), precision_name, k)
         line = f"PSNR {rec.psnr:.2f} dB · {rec.seconds:.2f} s to encode and decode ({precision_name})"
+        if int(k) < len(rec.tokens):
+            line += f" · the first {int(k)} of {len(rec.tokens)} tokens decoded"
         notes = "".join(f"  \n{html.escape(n)}" for n in rec.notes)
         page = {"input": rec.input, "tokens": rec.tokens, "original": rec.tokens}
         grid_html = actions.token_grid_html(rec.tokens, title=f"{len(rec.tokens)} tokens")
         current = rec.tokens[int(pos)] if 0 <= int(pos) < len(rec.tokens) else None
         return actions.enlarge(rec.input), actions.enlarge(rec.image), grid_html, line + notes, page, current
 
-    def do_replace(page: dict[str, Any], pos: float, new: float | None, precision_name: str) -> tuple:
+    def do_replace(
+        page: dict[str, Any], pos: float, new: float | None, precision_name: str, k: float
+    ) -> tuple:
         if not page:
             raise TitokError("reconstruct an image first")
         tokens = actions.replace_token(page["tokens"], pos, new, codebook_size)
-        return show(page, tokens, precision_name, 0.0)
+        return show(page, tokens, precision_name, 0.0, k)
 
-    def do_reset(page: dict[str, Any], precision_name: str) -> tuple:
+    def do_reset(page: dict[str, Any], precision_name: str, k: float) -> tuple:
         if not page:
             raise TitokError("reconstruct an image first")
-        return show(page, page["original"], precision_name, 0.0)
+        return show(page, page["original"], precision_name, 0.0, k)
+
+    def do_length(page: dict[str, Any], precision_name: str, k: float) -> tuple:
+        if not page:
+            return (gr.skip(),) * 4
+        return show(page, page["tokens"], precision_name, 0.0, k)
 
     def current_token(page: dict[str, Any], pos: float) -> Any:
         tokens = page.get("tokens") if page else None
@@ -212,16 +238,21 @@ def _reconstruct_tab(
     recon_outputs = [shown_input, output, grid, status, state, code]
     run.click(
         page_errors(do_reconstruct, len(recon_outputs), 3),
-        inputs=[upload, sample, precision, position],
+        inputs=[upload, sample, precision, position, length],
         outputs=recon_outputs,
     )
     edit_outputs = [output, grid, status, state]
     replace.click(
         page_errors(do_replace, len(edit_outputs), 2),
-        inputs=[state, position, code, precision],
+        inputs=[state, position, code, precision, length],
         outputs=edit_outputs,
     )
-    reset.click(page_errors(do_reset, len(edit_outputs), 2), inputs=[state, precision], outputs=edit_outputs)
+    reset.click(
+        page_errors(do_reset, len(edit_outputs), 2), inputs=[state, precision, length], outputs=edit_outputs
+    )
+    length.release(
+        page_errors(do_length, len(edit_outputs), 2), inputs=[state, precision, length], outputs=edit_outputs
+    )
     position.change(current_token, inputs=[state, position], outputs=code, queue=False)
 
 
@@ -315,7 +346,7 @@ def _mix_tab(models: SharedModels, samples: dict[str, Path], num_tokens: int) ->
     )
 
 
-def _generate_tab(models: SharedModels) -> None:
+def _generate_tab(models: SharedModels, num_tokens: int) -> None:
     try:
         gen = models.generator()
         config, names = gen.model.config, list(gen.class_names)
@@ -351,6 +382,7 @@ def _generate_tab(models: SharedModels) -> None:
             )
             seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="gen-seed")
             precision = _precision("gen-precision")
+            length = _length_slider(models, num_tokens, "gen-num-tokens")
             run = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="gen-status")
@@ -372,6 +404,7 @@ def _generate_tab(models: SharedModels) -> None:
         temp: float | None,
         seed_value: float | None,
         precision_name: str,
+        k: float,
     ) -> tuple:
         result = actions.generate(
             models,
@@ -383,6 +416,7 @@ def _generate_tab(models: SharedModels) -> None:
             temperature=temp,
             seed=0 if seed_value is None else seed_value,
             precision_name=precision_name,
+            num_tokens=k,
         )
         page = {"steps": result.steps, "mask_id": result.mask_id}
         images = [
@@ -402,7 +436,7 @@ def _generate_tab(models: SharedModels) -> None:
     gen_outputs = [samples, steps_view, status, state]
     run.click(
         page_errors(do_generate, len(gen_outputs), 2),
-        inputs=[label, count, steps, guidance, schedule, temperature, seed, precision],
+        inputs=[label, count, steps, guidance, schedule, temperature, seed, precision, length],
         outputs=gen_outputs,
     )
     samples.select(page_errors(do_select, 2, 1), inputs=[state, precision], outputs=[steps_view, status])
@@ -421,7 +455,7 @@ def build_app(models: SharedModels) -> gr.Blocks:
         with gr.Tab("Mix two images", elem_id="tab-mix"):
             _mix_tab(models, samples, num_tokens)
         with gr.Tab("Generate", elem_id="tab-generate"):
-            _generate_tab(models)
+            _generate_tab(models, num_tokens)
     return app
 
 

@@ -38,6 +38,9 @@ class GeneratorConfig:
             classes, else the ids), used to turn class names into labels.
         tokenizer: name or path of the tokenizer whose tokens the model generates (what
             ``titok generate`` decodes with when no ``--tokenizer`` is given).
+        variable_length: trained on token prefixes (the recipe's ``prefix`` section): it
+            samples the first k tokens directly for any k <= ``seq_len``, at the cost of a
+            k-token sequence; without it, a prefix is cut from a full-length sample.
     """
 
     arch: str = "bert"
@@ -58,6 +61,7 @@ class GeneratorConfig:
     randomize_temperature: float = 9.5
     class_names: list[str] | None = None
     tokenizer: str | None = None
+    variable_length: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

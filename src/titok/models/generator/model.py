@@ -138,10 +138,15 @@ class Generator(nn.Module):
         return self.code_head()(self.hidden_states(ids)[:, 1:][where])
 
     def _check_tokens(self, tokens: torch.Tensor) -> None:
-        if tokens.ndim != 2 or tokens.shape[1] != self.config.seq_len:
+        k = self.config.seq_len
+        if self.config.variable_length:
+            if tokens.ndim != 2 or not 1 <= tokens.shape[1] <= k:
+                raise TitokError(
+                    f"tokens must have shape [batch, k] with 1 <= k <= {k}, got {list(tokens.shape)}"
+                )
+        elif tokens.ndim != 2 or tokens.shape[1] != k:
             raise TitokError(
-                f"tokens must have shape [batch, {self.config.seq_len}] (the generator's sequence length), "
-                f"got {list(tokens.shape)}"
+                f"tokens must have shape [batch, {k}] (the generator's sequence length), got {list(tokens.shape)}"
             )
 
     # -- sampling -----------------------------------------------------------------------------------
@@ -160,6 +165,7 @@ class Generator(nn.Module):
         on_step: StepCallback | None = None,
         num_samples: int | None = None,
         dtype: torch.dtype | None = None,
+        num_tokens: int | None = None,
     ) -> torch.Tensor:
         """Sample token sequences for class labels by iterative confidence-based decoding.
 
@@ -192,10 +198,20 @@ class Generator(nn.Module):
             on_step: called with ``(step, ids [B, K])`` after every step.
             num_samples: number of unconditional samples (only with ``labels=None``).
             dtype: ``torch.bfloat16``, ``torch.float32`` or None (see above).
+            num_tokens: sample the first k tokens only (None: all K). A generator trained on
+                prefixes (``config.variable_length``) samples a k-token sequence, k/K of the work
+                or less; another one samples all K and returns the first k.
 
         Returns:
-            LongTensor [B, K] of codes.
+            LongTensor [B, k] of codes.
         """
+        k_max = self.config.seq_len
+        if num_tokens is not None and (
+            isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= k_max
+        ):
+            raise TitokError(f"num_tokens must be an integer in [1, {k_max}], got {num_tokens!r}")
+        k = num_tokens or k_max
+        seq_len = k if self.config.variable_length else k_max
         if labels is None:
             if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
                 raise TitokError(
@@ -234,7 +250,7 @@ class Generator(nn.Module):
                     self.masked_logits,
                     class_tokens,
                     self.no_class_token_id,
-                    self.config.seq_len,
+                    seq_len,
                     self.mask_token_id,
                     settings,
                     generator=generator,
@@ -242,7 +258,7 @@ class Generator(nn.Module):
                 )
         finally:
             self.train(was_training)
-        return tokens.clone()  # a normal tensor, usable outside inference mode
+        return tokens[:, :k].clone()  # a normal tensor, usable outside inference mode
 
     def _check_labels(self, labels: torch.Tensor | Sequence[int], device: torch.device) -> torch.Tensor:
         try:

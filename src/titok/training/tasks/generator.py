@@ -44,6 +44,7 @@ from titok.sampling import random_masking
 from titok.training.config import GENERATOR_LOSS_KEYS, DataSection, Recipe
 from titok.training.engine import Engine, TrainResult
 from titok.training.monitor import Monitor
+from titok.training.prefix import draw_lengths
 from titok.training.task import StepContext, Task
 from titok.training.token_loader import TokenLoader
 
@@ -99,6 +100,8 @@ def generator_config(recipe: Recipe, meta: dict[str, Any]) -> GeneratorConfig:
     """
     src = recipe.source
     fields_ = {k: v for k, v in recipe.model.items() if k != "preset"}
+    if recipe.prefix.enabled:
+        fields_["variable_length"] = True
     for key, value in (("codebook_size", meta.get("codebook_size")), ("seq_len", meta.get("num_tokens"))):
         if value is None:
             raise DataError(f"{recipe.data.train}: meta.json has no {key!r}")
@@ -220,6 +223,16 @@ class GeneratorTask(Task):
 
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens, labels = batch["tokens"], batch["label"]
+        lengths = draw_lengths(
+            self.recipe.prefix,
+            tokens.shape[1],
+            1,
+            ctx.step,
+            self.recipe.training.seed,
+            ctx.accelerator.process_index,
+        )
+        if lengths is not None:  # one prefix length per batch: the sequences stay rectangular
+            tokens = tokens[:, : int(lengths[0])]
         masked, mask = random_masking(tokens, self.config.mask_token_id)
         logits = ctx.module("model")(masked, labels)  # drops labels with config.class_label_dropout
         loss, accuracy = masked_token_loss(
