@@ -187,3 +187,23 @@ def test_demo_data_option_and_environment_override_the_bundled_samples(
     code, _, err = run(capsys, "demo", "-o", str(tmp_path / "b"), "--data", str(mine), "--per-class", "0")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "b" / "inputs").iterdir()) == ["mine0.png", "mine1.png"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (["generate", "-n", "0"], "--num"),
+        (["reconstruct", "x.png", "--bogus"], "No such option: --bogus"),
+        (["nosuchcommand"], "No such command"),
+        (["train", "single-stage"], "--config"),
+        (["info"], "checkpoint"),
+        (["reconstruct", "x.png", "--num-tokens", "zero"], "--num-tokens"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv: list[str], wanted: str) -> None:
+    """Whichever click typer raises its usage errors from (its own bundled copy since typer 0.2x)."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and wanted in lines[0], err
+    assert "--help" in lines[0] and "Traceback" not in err

@@ -2,8 +2,9 @@
 
 Model input is a float tensor (B, 3, H, W) in [0, 1]. Preprocessing of a file or PIL image:
 
-1. convert to RGB (grey, palette and RGBA images are converted; alpha is dropped onto black
-   by PIL's conversion);
+1. turn upright by the EXIF orientation tag (phone photos), then convert to RGB with
+   :func:`to_rgb` (grey, palette and RGBA images are converted, alpha is dropped; 16- and
+   32-bit grey and float images are scaled by their bit depth, not clipped at 255);
 2. resize so that the *shorter* side equals ``size`` (bicubic, antialiased);
 3. center-crop to ``size`` x ``size``.
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from titok.errors import DataError, ImageError
 
@@ -44,17 +45,51 @@ def image_errors(name: str | os.PathLike[str]) -> Iterator[None]:
         raise ImageError(f"{name}: cannot decode image ({exc})") from exc
 
 
+#: Pillow's high-bit-depth single-channel modes and the value that stands for white in each.
+_WIDE_GREY = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An upright 8-bit RGB copy of any image Pillow opens.
+
+    The EXIF orientation is applied first. 16-bit grey (``I;16*``) maps 65535 to white; 32-bit
+    integer grey (``I``, also how 16-bit PNGs may open) and float grey (``F``) are taken as
+    8-bit if their values fit in [0, 255], as 16-bit if they fit in [0, 65535], else scaled
+    from their own range (``F`` in [0, 1] is taken as [0, 1]). Alpha is dropped.
+    """
+    if img.mode == "RGB" and not img.getexif().get(0x0112):
+        return img.copy()
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in _WIDE_GREY or img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if img.mode in _WIDE_GREY:
+            white = _WIDE_GREY[img.mode]
+        elif img.mode == "F" and low >= 0.0 and high <= 1.0:
+            white = 1.0
+        elif low >= 0.0 and high <= 255.0:
+            white = 255.0
+        elif low >= 0.0 and high <= 65535.0:
+            white = 65535.0
+        else:
+            arr, white = arr - low, max(high - low, 1e-12)
+        grey = np.clip(np.round(arr / white * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode an image file as RGB; raise :class:`ImageError` naming the file."""
+    """Open and fully decode an image file as upright RGB (:func:`to_rgb`); raise
+    :class:`ImageError` naming the file."""
     path = Path(path)
     with image_errors(path), Image.open(path) as img:
         img.load()
-        return img.convert("RGB")
+        return to_rgb(img)
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
     """Resize the shorter side to ``size`` then center-crop to a ``size`` x ``size`` square."""
-    img = img.convert("RGB")
+    img = img if img.mode == "RGB" else to_rgb(img)
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -65,8 +100,8 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> float tensor (3, H, W) in [0, 1]."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    """PIL image -> float tensor (3, H, W) in [0, 1] (RGB by :func:`to_rgb` if it is not)."""
+    arr = np.asarray(img if img.mode == "RGB" else to_rgb(img), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -99,7 +134,7 @@ def to_batch(images: ImageLike | Sequence[ImageLike], size: int) -> torch.Tensor
                 out.append(item.float())
                 continue
             item = tensor_to_pil(item)
-        img = item if isinstance(item, Image.Image) else open_image(item)
+        img = to_rgb(item) if isinstance(item, Image.Image) else open_image(item)
         out.append(pil_to_tensor(resize_center_crop(img, size)))
     if not out:
         raise ImageError("no images given")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import tarfile
 from pathlib import Path
 
-from PIL import Image
-
-from titok.errors import DataError
-from titok.images import IMAGE_EXTENSIONS
+from titok.errors import DataError, ImageError
+from titok.images import IMAGE_EXTENSIONS, open_image
 
 
 def bundled_samples_dir() -> Path:
@@ -47,11 +46,17 @@ def extract_samples(source: Path, out_dir: Path, count: int) -> list[Path]:
                     target.write_bytes(data.read())
                     written.append(target)
     if not shards and source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:count]:
-            target = out_dir / path.name
-            with Image.open(path) as img:
-                img.convert("RGB").save(target.with_suffix(".png"))
-            written.append(target.with_suffix(".png"))
+        for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+            if len(written) == count:
+                break
+            try:
+                img = open_image(path)
+            except ImageError as exc:  # a damaged or mislabelled file: the others still make the demo
+                print(f"skipped: {exc}", file=sys.stderr)
+                continue
+            target = (out_dir / path.name).with_suffix(".png")
+            img.save(target)
+            written.append(target)
     if not written:
         raise DataError(f"{source}: holds no images (expected .tar shards or image files)")
     return written

@@ -8,6 +8,7 @@ Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 
 import click
 import typer
@@ -37,8 +38,46 @@ def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
     return f'this command needs the "{extra}" extra ({module} is not installed): pip install "titok[{extra}]"'
 
 
+def _click_modules() -> list[ModuleType]:
+    """The exception modules of click and of the click that typer raises from: typer 0.12-0.x
+    raises click's own, later typers a copy bundled inside typer (``typer.BadParameter``'s module)."""
+    bundled = sys.modules[typer.BadParameter.__module__]
+    return [click.exceptions] if bundled is click.exceptions else [click.exceptions, bundled]
+
+
+def _classes(name: str) -> tuple[type[BaseException], ...]:
+    """Exception class ``name`` of every click in use, and typer's own (``typer.Exit``, ``typer.Abort``)."""
+    found = [getattr(m, name, None) for m in _click_modules()] + [getattr(typer, name, None)]
+    return tuple(dict.fromkeys(c for c in found if isinstance(c, type)))
+
+
+def usage_line(exc: BaseException) -> str:
+    """One line for a usage error: the problem and where the help is (``titok CMD --help``)."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+    return f"error: {' '.join(message.split())}{where}"
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> int:
-    """Run ``app`` on ``argv`` (default: the process arguments); returns the exit code."""
+    """Run ``app`` on ``argv`` (default: the process arguments); returns the exit code.
+
+    Usage errors (unknown command or option, a bad or missing value) print one line and exit
+    with 2, whichever click typer raises them from.
+    """
+    try:
+        return _run(app, argv, prog_name)
+    except _classes("Exit") as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except _classes("Abort"):
+        print("aborted", file=sys.stderr)
+        return 130
+    except _classes("ClickException") as exc:
+        print(usage_line(exc), file=sys.stderr)
+        return 2
+
+
+def _run(app: typer.Typer, argv: list[str] | None, prog_name: str | None) -> int:
     try:
         # Outside standalone mode click hands back the code of a typer.Exit instead of exiting.
         code = app(args=argv, prog_name=prog_name, standalone_mode=False)
@@ -51,14 +90,6 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
-    except click.ClickException as exc:  # usage errors carry their own formatting
-        exc.show()
-        return exc.exit_code
     return code if isinstance(code, int) else 0
 
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from titok.errors import ConfigError
-from titok.images import pil_to_tensor, resize_center_crop
+from titok.images import pil_to_tensor, resize_center_crop, to_rgb
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,14 @@ class ImageTransform:
         if self.fast_jpeg and img.format == "JPEG":
             img.draft("RGB", (self.size, self.size))
         img.load()
-        return img.convert("RGB")
+        return to_rgb(img)
 
     def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
         """Preprocess one RGB image; ``rng`` drives the crop and flip (a fresh unseeded one if None)."""
         if not self.augment:
             return pil_to_tensor(resize_center_crop(img, self.size))
         rng = rng if rng is not None else random.Random()
-        img = resize_shorter_side(img.convert("RGB"), self.size)
+        img = resize_shorter_side(img if img.mode == "RGB" else to_rgb(img), self.size)
         w, h = img.size
         left, top = rng.randint(0, w - self.size), rng.randint(0, h - self.size)
         img = img.crop((left, top, left + self.size, top + self.size))

@@ -22,7 +22,7 @@ from PIL import Image
 
 from titok.class_names import resolve_class
 from titok.errors import TitokError
-from titok.images import image_errors, pil_to_tensor, resize_center_crop, tensor_to_pil
+from titok.images import image_errors, pil_to_tensor, resize_center_crop, tensor_to_pil, to_rgb
 from titok.metrics.image_quality import psnr
 from titok.models.titok import TiTok
 from titok.precision import precision
@@ -72,7 +72,7 @@ def load_image(path: str | Path) -> tuple[Image.Image, list[str]]:
             if max(original) > MAX_SIDE:
                 img.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decoded at a reduced scale
             img.load()
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img)
     notes = []
     if max(original) > MAX_SIDE:
         rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)
