@@ -519,3 +519,24 @@ def test_resolve_class_errors():
         resolve_class(2, ["a", "b"])
     with pytest.raises(TitokError, match="id or a name"):
         resolve_class(True)
+
+
+def test_generate_takes_class_names_and_an_unknown_name_lists_them() -> None:
+    from titok.errors import TitokError
+    from titok.models.generator import GeneratorConfig
+
+    names = ["tench", "golf ball", "church"]
+    config = GeneratorConfig(
+        hidden_size=32,
+        depth=1,
+        heads=2,
+        intermediate_size=64,
+        codebook_size=16,
+        seq_len=4,
+        num_classes=3,
+        class_names=names,
+    )
+    gen = Generator.from_config(config).eval()
+    assert torch.equal(gen.generate(["golf ball", "Tench"], seed=0), gen.generate([1, 0], seed=0))
+    with pytest.raises(TitokError, match="this model's classes: 0: tench, 1: golf ball, 2: church"):
+        gen.generate(["golden retriever"])

@@ -108,3 +108,25 @@ def test_demo_samples_skip_a_file_that_is_not_an_image(tmp_path: Path, capsys) -
     assert torch.equal(
         pil_to_tensor(Image.open(written[0])), pil_to_tensor(Image.new("RGB", (20, 20), (10, 20, 30)))
     )
+
+
+def test_pixel_ranges_and_numpy_inputs_follow_one_rule() -> None:
+    from titok.errors import ImageError
+
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(to_batch(x, 16), x)
+    as_bytes = (x * 255).round().byte()
+    torch.testing.assert_close(to_batch(as_bytes, 16), as_bytes.float() / 255)
+    for bad, shown in ((x * 255, r"\[0\.\d+, 25\d"), (x * 2 - 1, r"\[-0\.9")):
+        with pytest.raises(ImageError, match=r"expected float pixels in \[0, 1\], got values in " + shown):
+            to_batch(bad, 16)
+    assert to_batch(x + 5e-4, 16).max() <= 1.0  # rounding noise is clamped, not refused
+    with pytest.raises(ImageError, match="dtype torch.int64"):
+        to_batch(x.long(), 16)
+    hwc = np.asarray(Image.new("RGB", (20, 16), (255, 0, 0)))
+    assert to_batch(hwc, 16)[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
+    assert to_batch(hwc.astype(np.float32) / 255, 16)[0, 0].min() == 1.0
+    assert to_batch(np.stack([hwc, hwc]), 16).shape == (2, 3, 16, 16)
+    assert to_batch([hwc, hwc[..., 0]], 16).shape == (2, 3, 16, 16)
+    with pytest.raises(ImageError, match=r"\(H, W, 3\)"):
+        to_batch(np.zeros((3, 16, 16, 5), np.uint8), 16)

@@ -97,5 +97,10 @@ def resolve_class(name_or_id: str | int, class_list: Sequence[str] | None = None
         for synonym in _synonyms(name):
             choices.setdefault(synonym, i)
     close = difflib.get_close_matches(query, list(choices), n=5, cutoff=0.6)
-    hint = "; close matches: " + ", ".join(f"{c!r} ({choices[c]})" for c in close) if close else ""
+    if close:
+        hint = "; close matches: " + ", ".join(f"{c!r} ({choices[c]})" for c in close)
+    elif len(classes) <= 100:  # a small model: every name fits on the line
+        hint = "; this model's classes: " + ", ".join(f"{i}: {name}" for i, name in enumerate(classes))
+    else:
+        hint = f"; give a name of the model's {len(classes)} classes or an id 0..{len(classes) - 1}"
     raise TitokError(f"unknown class name {name_or_id!r}{hint}")

@@ -27,7 +27,10 @@ from titok.errors import DataError, ImageError
 #: File extensions treated as images when a folder is given.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
-ImageLike = str | os.PathLike[str] | Image.Image | torch.Tensor
+ImageLike = str | os.PathLike[str] | Image.Image | torch.Tensor | np.ndarray
+
+#: How far outside [0, 1] a float pixel may lie (rounding of a decoder's output) before it is refused.
+PIXEL_TOLERANCE = 1e-3
 
 
 @contextlib.contextmanager
@@ -111,13 +114,49 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def to_batch(images: ImageLike | Sequence[ImageLike], size: int) -> torch.Tensor:
-    """Turn paths, PIL images or tensors into one float batch (B, 3, size, size) in [0, 1].
+def pixel_tensor(x: torch.Tensor) -> torch.Tensor:
+    """A pixel tensor as float in [0, 1]: uint8 is divided by 255; floats must lie in [0, 1]
+    (within :data:`PIXEL_TOLERANCE`, then clamped), anything else is an :class:`ImageError`
+    naming the range found (e.g. a [0, 255] or [-1, 1] tensor)."""
+    if x.dtype == torch.uint8:
+        return x.float().div(255.0)
+    if not x.is_floating_point():
+        raise ImageError(f"expected float pixels in [0, 1] or uint8 pixels in [0, 255], got dtype {x.dtype}")
+    if x.numel():
+        low, high = float(x.min()), float(x.max())
+        if not (low >= -PIXEL_TOLERANCE and high <= 1.0 + PIXEL_TOLERANCE):
+            raise ImageError(
+                f"expected float pixels in [0, 1], got values in [{low:.4g}, {high:.4g}] "
+                "(divide [0, 255] images by 255; map [-1, 1] ones with (x + 1) / 2)"
+            )
+    return x.float().clamp(0.0, 1.0)
 
-    Tensors (3, H, W) or (B, 3, H, W) must already be in [0, 1]; those not of the model's size
-    are resized and cropped like images.
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    """HWC (or NHWC) arrays, uint8 or float, -> a tensor (3, H, W) or (N, 3, H, W); grey HW too."""
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim not in (3, 4) or a.shape[-1] not in (1, 3, 4):
+        raise ImageError(f"expected a numpy image of shape (H, W, 3) or (N, H, W, 3), got {a.shape}")
+    a = a[..., :3] if a.shape[-1] != 1 else np.repeat(a, 3, axis=-1)
+    if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
+        raise ImageError(f"expected a uint8 or float numpy image, got dtype {a.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.permute(2, 0, 1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+
+
+def to_batch(images: ImageLike | Sequence[ImageLike], size: int) -> torch.Tensor:
+    """Turn paths, PIL images, tensors or numpy arrays into one float batch (B, 3, size, size) in [0, 1].
+
+    Tensors are (3, H, W) or (B, 3, H, W): float in [0, 1] or uint8 in [0, 255] (divided by
+    255); floats outside [0, 1] are refused (:func:`pixel_tensor`). Numpy arrays are images as
+    Pillow and OpenCV give them, (H, W, 3) or (N, H, W, 3), uint8 or float (same rule). Images
+    not of the model's size are resized and cropped.
     """
+    if isinstance(images, np.ndarray):
+        images = _from_numpy(images)
     if isinstance(images, torch.Tensor):
+        images = pixel_tensor(images)
         if images.ndim == 3:
             images = images.unsqueeze(0)
         if images.ndim != 4 or images.shape[1] != 3:
@@ -129,7 +168,12 @@ def to_batch(images: ImageLike | Sequence[ImageLike], size: int) -> torch.Tensor
         images = [images]
     out = []
     for item in images:
+        if isinstance(item, np.ndarray):
+            item = _from_numpy(item)
         if isinstance(item, torch.Tensor):
+            if item.ndim != 3 or item.shape[0] != 3:
+                raise ImageError(f"expected an image tensor of shape (3, H, W), got {tuple(item.shape)}")
+            item = pixel_tensor(item)
             if item.shape[-2:] == (size, size):
                 out.append(item.float())
                 continue

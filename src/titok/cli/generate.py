@@ -16,7 +16,7 @@ from typing import Annotated
 import torch
 import typer
 
-from titok.class_names import imagenet_classes, resolve_class
+from titok.class_names import IMAGENETTE_CLASSES, resolve_class
 from titok.cli.options import DeviceOpt, DtypeOpt, ForcePrefixOpt, parse_device, parse_dtype
 from titok.cli.progress import QuietOpt, progress_bar
 from titok.errors import TitokError
@@ -45,12 +45,7 @@ def make_grid(images: torch.Tensor, rows: int) -> torch.Tensor:
 
 def class_list_of(generator: Generator) -> list[str]:
     """The generator's own class names if it has them, else ImageNet-1k's (1000 classes)."""
-    names = generator.config.class_names
-    if names:
-        return list(names)
-    if generator.config.num_classes == 1000:
-        return imagenet_classes()
-    return [str(i) for i in range(generator.config.num_classes)]
+    return generator.class_list()
 
 
 def check_sampling_options(steps: int | None, guidance: float | None, temperature: float | None) -> None:
@@ -80,7 +75,10 @@ def generate(
     classes: Annotated[
         list[str] | None,
         typer.Option(
-            "--class", "-c", help="Class id or name (repeatable); default: every class of a small model."
+            "--class",
+            "-c",
+            help="Class id or name (repeatable); default: every class of a small model. The built-in "
+            f"imagenette64 generator's: {', '.join(IMAGENETTE_CLASSES)}.",
         ),
     ] = None,
     num: Annotated[int, typer.Option("-n", "--num", min=1, help="Images per class.")] = 4,

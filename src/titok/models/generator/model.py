@@ -153,7 +153,7 @@ class Generator(nn.Module):
 
     def generate(
         self,
-        labels: torch.Tensor | Sequence[int] | None,
+        labels: torch.Tensor | Sequence[int | str] | None,
         num_steps: int | None = None,
         guidance_scale: float | None = None,
         guidance_schedule: str | None = None,
@@ -183,7 +183,8 @@ class Generator(nn.Module):
         noise and ranks confidences in float32.
 
         Args:
-            labels: class ids [B] in ``[0, num_classes)``, or None for ``num_samples``
+            labels: class ids [B] in ``[0, num_classes)`` or class names (``"golf ball"``, see
+                :meth:`class_list`), or None for ``num_samples``
                 unconditional samples (every sequence gets the "no class" token; guidance
                 settings are then ignored, as they would mix the model with itself).
             num_steps: decoding steps (>= 1).
@@ -260,7 +261,24 @@ class Generator(nn.Module):
             self.train(was_training)
         return tokens[:, :k].clone()  # a normal tensor, usable outside inference mode
 
-    def _check_labels(self, labels: torch.Tensor | Sequence[int], device: torch.device) -> torch.Tensor:
+    def class_list(self) -> list[str]:
+        """Class names in label order: the config's own, else ImageNet-1k's (1000 classes), else the ids."""
+        from titok.class_names import imagenet_classes
+
+        if self.config.class_names:
+            return list(self.config.class_names)
+        if self.config.num_classes == 1000:
+            return imagenet_classes()
+        return [str(i) for i in range(self.config.num_classes)]
+
+    def _check_labels(self, labels: torch.Tensor | Sequence[int | str], device: torch.device) -> torch.Tensor:
+        if isinstance(labels, str):
+            labels = [labels]
+        if not isinstance(labels, torch.Tensor) and any(isinstance(x, str) for x in labels):
+            from titok.class_names import resolve_class
+
+            names = self.class_list()
+            labels = [resolve_class(x, names) for x in labels]
         try:
             labels = torch.as_tensor(labels, device=device)
         except (TypeError, ValueError, RuntimeError) as exc:
