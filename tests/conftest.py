@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference" / "official-state-dicts.json"
@@ -61,3 +62,18 @@ def put_in_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> None
     (repo / "refs" / "main").write_text(commit)
     for name, data in files.items():
         (snap / name).write_bytes(data)
+
+
+@pytest.fixture(scope="session")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder of 16 smooth random 16 px pictures in two classes."""
+    root = tmp_path_factory.mktemp("pictures")
+    gen = torch.Generator().manual_seed(0)
+    for i in range(16):
+        low = torch.rand(3, 4, 4, generator=gen)
+        image = torch.nn.functional.interpolate(low[None], size=16, mode="bicubic", align_corners=False)[0]
+        array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        folder = root / f"class{i % 2}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(array).save(folder / f"{i:02d}.png")
+    return root

@@ -213,21 +213,6 @@ def test_prefix_curve_and_position_sensitivity_shapes() -> None:
 # ---------------------------------------------------------------------------- training
 
 
-@pytest.fixture(scope="module")
-def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An ImageFolder of 16 smooth random 16 px pictures in two classes."""
-    root = tmp_path_factory.mktemp("pictures")
-    gen = torch.Generator().manual_seed(0)
-    for i in range(16):
-        low = torch.rand(3, 4, 4, generator=gen)
-        image = torch.nn.functional.interpolate(low[None], size=16, mode="bicubic", align_corners=False)[0]
-        array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        folder = root / f"class{i % 2}"
-        folder.mkdir(exist_ok=True)
-        Image.fromarray(array).save(folder / f"{i:02d}.png")
-    return root
-
-
 FAST = [
     "experiment.progress_bar=false",
     "experiment.image_every=0",

@@ -24,6 +24,7 @@ or in an override, is a :class:`~titok.errors.ConfigError` naming the key and th
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -132,6 +133,9 @@ class TrainingSection:
         use_ema: keep an exponential moving average of the weights (exported when on).
         ema_decay: its largest decay; it warms up as ``(1 + t) / (10 + t)``.
         enable_tf32: allow TF32 matmuls on GPUs.
+        on_nonfinite: a loss or gradient norm that is not finite (a diverging run): "stop" the
+            run with one line naming the step (its last checkpoint stays intact), or "skip" the
+            update and count it (``nonfinite_skipped/*`` in the logs).
     """
 
     batch_size: int = 32
@@ -144,6 +148,7 @@ class TrainingSection:
     use_ema: bool = True
     ema_decay: float = 0.999
     enable_tf32: bool = True
+    on_nonfinite: str = "stop"
 
 
 @dataclass
@@ -441,6 +446,12 @@ def _check(recipe: Recipe) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{src}: '{key}' must be > 0, got {value}")
+    if t.on_nonfinite not in ("stop", "skip"):
+        raise ConfigError(f"{src}: 'training.on_nonfinite' must be 'stop' or 'skip', got {t.on_nonfinite!r}")
+    for key in ("learning_rate", "discriminator_learning_rate"):
+        value = getattr(recipe.optimizer, key)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{src}: 'optimizer.{key}' must be a positive number, got {value}")
     if not recipe.optimizer.embedding_lr_scale > 0:
         raise ConfigError(
             f"{src}: 'optimizer.embedding_lr_scale' must be > 0, got {recipe.optimizer.embedding_lr_scale}"

@@ -38,7 +38,7 @@ from torch import nn
 
 from titok.checkpoints import load_strict
 from titok.data import SKIP_KINDS, DataConfig, StreamLoader, build_loader, resolve_source
-from titok.errors import CheckpointError, ConfigError, DataError
+from titok.errors import CheckpointError, ConfigError, DataError, TitokError
 from titok.training import checkpointing as ckpt
 from titok.training.config import Recipe
 from titok.training.ema import EMA
@@ -124,6 +124,10 @@ class _Optimizer:
     params: list[nn.Parameter]
 
 
+class TrainingDiverged(TitokError):
+    """A loss or gradient stopped being finite: the run stops before writing non-finite weights."""
+
+
 class _StepContext:
     """The :class:`~titok.training.task.StepContext` the engine hands to tasks."""
 
@@ -142,17 +146,47 @@ class _StepContext:
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         engine = self._engine
         opt = engine.optimizers[name]
+        if self._nonfinite(
+            name,
+            loss.detach().float().isfinite().all(),
+            lambda: f"the {name} loss is {float(loss.detach()):g}",
+        ):
+            return
         self.accelerator.backward(loss)
         if not self.accelerator.sync_gradients:
             return
         self.accelerator.unscale_gradients(optimizer=opt.optimizer)
         max_norm = engine.recipe.training.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(opt.params, max_norm if max_norm else float("inf"))
+        # fp16's grad scaler skips steps with overflowing gradients itself.
+        if engine.recipe.training.mixed_precision != "fp16" and self._nonfinite(
+            name, norm.isfinite(), lambda: f"the {name} gradient norm is {float(norm):g}"
+        ):
+            opt.optimizer.zero_grad(set_to_none=True)
+            return
         self.logs[f"lr/{name}"] = float(opt.optimizer.param_groups[0]["lr"])
         self.logs[f"grad_norm/{name}"] = float(norm)
         opt.optimizer.step()
         opt.scheduler.step()
         opt.optimizer.zero_grad(set_to_none=True)
+
+    def _nonfinite(self, name: str, finite: torch.Tensor, what: Callable[[], str]) -> bool:
+        """False if ``finite`` holds on every process; else stop (``training.on_nonfinite: stop``)
+        with a :class:`TrainingDiverged` naming the step, or count and skip the update (``skip``)."""
+        bad = (~finite).float().reshape(1)
+        if self.accelerator.num_processes > 1:  # every process takes the same decision
+            bad = self.accelerator.reduce(bad.to(self.accelerator.device), reduction="sum")
+        if float(bad.sum()) == 0:
+            return False
+        if self._engine.recipe.training.on_nonfinite == "skip":
+            skipped = self._engine.nonfinite_skipped
+            skipped[name] = skipped.get(name, 0) + 1
+            return True
+        raise TrainingDiverged(
+            f"step {self.step + 1}: {what()} (not finite): the run diverged and nothing was written for this "
+            f"step; the last checkpoint in {self._engine.output_dir} is intact. Lower "
+            "optimizer.learning_rate, or set training.on_nonfinite=skip to skip such steps"
+        )
 
 
 def _make_accelerator(recipe: Recipe) -> Any:
@@ -196,6 +230,8 @@ class Engine:
         self.resume = resume
         self.output_dir = Path(output_dir if output_dir is not None else self.recipe.experiment.output_dir)
         self.modules: dict[str, nn.Module] = {}
+        #: updates skipped for a non-finite loss or gradient, per optimizer (training.on_nonfinite: skip)
+        self.nonfinite_skipped: dict[str, int] = {}
         self.prepared: dict[str, nn.Module] = {}
         self.optimizers: dict[str, _Optimizer] = {}
         self.ema: EMA | None = None
@@ -319,6 +355,7 @@ class Engine:
         staging = ckpt.staging_path(root, step)
         if acc.is_main_process:
             for name in self.optimizers_modules():
+                _check_finite(self.modules[name], name, step)
                 ckpt.save_tensors(self.modules[name].state_dict(), staging / f"{name}.safetensors")
             if self.ema is not None:
                 ckpt.save_tensors(self.ema.tensors(), staging / "ema.safetensors")
@@ -503,6 +540,9 @@ class Engine:
                     elapsed = time.perf_counter() - window_start
                     scalars = self._reduce_logs(window)
                     scalars.update(self._skipped_totals())
+                    scalars.update(
+                        {f"nonfinite_skipped/{k}": float(v) for k, v in self.nonfinite_skipped.items()}
+                    )
                     scalars["perf/images_per_second"] = len(window) * images_per_step / max(elapsed, 1e-9)
                     monitor.scalars(self.step, scalars)
                     window, window_start = [], time.perf_counter()
@@ -525,6 +565,7 @@ class Engine:
         directory = self.output_dir / "export"
         if self.accelerator.is_main_process:
             model = self.modules["model"]
+            _check_finite(model, "model", self.step)
             if self.ema is not None:
                 with self.ema.swapped_in(model):
                     self.task.export(model, directory)
@@ -532,6 +573,13 @@ class Engine:
                 self.task.export(model, directory)
             logger.info("exported the %s model to %s", "EMA" if self.ema is not None else "final", directory)
         return directory
+
+
+def _check_finite(module: nn.Module, name: str, step: int) -> None:
+    """Refuse to write weights that are not finite (a checkpoint or export must be usable)."""
+    for key, value in module.state_dict().items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise TrainingDiverged(f"step {step}: {name}.{key} holds non-finite values: not writing it")
 
 
 def train(task: Task, resume: bool = False, output_dir: str | Path | None = None) -> TrainResult:

@@ -1,0 +1,97 @@
+"""Faults in training: a diverging run stops before writing non-finite weights; bad learning
+rates are one-line recipe errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from titok.cli import main
+from titok.errors import ConfigError
+from titok.training import checkpointing as ckpt
+from titok.training import load_recipe, make_task, train
+from titok.training.engine import TrainingDiverged
+
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
+QUIET = [
+    "experiment.progress_bar=false",
+    "experiment.image_every=0",
+    "experiment.log_every=1",
+    "experiment.save_every=2",
+    "data.augment=false",
+    "losses.perceptual_loss=none",
+    "losses.perceptual_weight=0",
+    "losses.discriminator_start=100000",
+    "training.batch_size=8",
+    "training.max_train_steps=30",
+    "model.encoder_width=32",
+    "model.decoder_width=32",
+    "model.encoder_heads=2",
+    "model.decoder_heads=2",
+    "model.image_size=16",
+    "data.image_size=16",
+    "training.use_ema=false",
+]
+
+
+def _recipe(pictures: Path, *extra: str):
+    return load_recipe(
+        RECIPES / "tiny_single_stage.yaml", [*QUIET, f"data.train={pictures}", *extra], mode="single_stage"
+    )
+
+
+def test_a_diverging_run_stops_naming_the_step_and_writes_no_nan(pictures: Path, tmp_path: Path) -> None:
+    recipe = _recipe(pictures, "optimizer.learning_rate=1e6", "lr_scheduler.warmup_steps=0")
+    with pytest.raises(
+        TrainingDiverged, match=r"step \d+: the model (loss|gradient norm) is (nan|inf).*intact"
+    ):
+        train(make_task(recipe), output_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "export").exists()
+    for folder in (tmp_path / "run").glob("checkpoint-*"):
+        for value in ckpt.load_tensors(folder / "model.safetensors").values():
+            assert value.isfinite().all()
+
+
+def test_skip_counts_non_finite_steps(pictures: Path, tmp_path: Path, monkeypatch) -> None:
+    from titok.training.tasks import single_stage
+
+    real = single_stage.SingleStageTask.reconstruct
+    calls = {"n": 0}
+
+    def every_third_nan(self, model, images, lengths=None):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        out = real(self, model, images, lengths)
+        if calls["n"] % 3 == 0:
+            out.reconstructions = out.reconstructions * float("nan")
+        return out
+
+    monkeypatch.setattr(single_stage.SingleStageTask, "reconstruct", every_third_nan)
+    recipe = _recipe(pictures, "training.max_train_steps=9", "training.on_nonfinite=skip")
+    result = train(make_task(recipe), output_dir=tmp_path / "run")
+    assert result.export_dir is not None
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert '"nonfinite_skipped/model": 3.0' in logged[-1]
+    for value in ckpt.load_tensors(result.checkpoint / "model.safetensors").values():
+        assert value.isfinite().all()
+
+
+@pytest.mark.parametrize("value", ["-1e-4", ".nan", "0"])
+def test_bad_learning_rates_are_one_line_errors(capsys, value: str, pictures: Path) -> None:
+    with pytest.raises(ConfigError, match="optimizer.learning_rate"):
+        _recipe(pictures, f"optimizer.learning_rate={value}")
+    code = main(["train", "single-stage", "-c", "tiny_single_stage", f"optimizer.learning_rate={value}"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "optimizer.learning_rate" in err
+
+
+def test_nothing_non_finite_is_exported(pictures: Path) -> None:
+    from titok.training.engine import _check_finite
+
+    module = torch.nn.Linear(2, 2)
+    _check_finite(module, "model", 3)
+    with torch.no_grad():
+        module.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match=r"step 3: model.weight holds non-finite values"):
+        _check_finite(module, "model", 3)
