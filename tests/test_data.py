@@ -398,3 +398,47 @@ def test_truncated_tar_keeps_the_samples_before_the_damage(tmp_path):
     ds = ImageStream(tmp_path / "cut.tar", eval_transform(32), endless=False)
     assert keys_of(ds) == [k for k, _, _ in tar_samples(CIFAR / "test-0000.tar", 11)]
     assert ds.skipped == {"bad_shard": 1}
+
+
+def _small_shard(path: Path, n: int) -> Path:
+    """A tar of ``n`` samples (a 4x4 PNG and a .cls each), with its end-of-archive blocks."""
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.new("RGB", (4, 4), (i, 0, 0)).save(buf, format="PNG")
+            for name, data in ((f"s{i:03d}.png", buf.getvalue()), (f"s{i:03d}.cls", str(i % 3).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_shard_cut_inside_a_header_is_reported_truncated(tmp_path):
+    from titok.data.sources import read_shard
+
+    whole = _small_shard(tmp_path / "whole.tar", 20)
+    index = read_shard(str(whole))
+    assert len(index.records) == 20 and index.problems == []
+    data = whole.read_bytes()
+    # Member headers sit at 512-byte boundaries; cut 100 bytes into the header of sample 10's image.
+    with tarfile.open(whole) as tar:
+        header = [m for m in tar.getmembers() if m.name == "s010.png"][0].offset
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: header + 100])
+    index = read_shard(str(cut))
+    assert len(index.records) == 10
+    kinds = [p[0] for p in index.problems]
+    assert (
+        kinds == ["bad_shard"] and "cut.tar" in index.problems[0][2] and "truncated" in index.problems[0][2]
+    )
+    # Without its end-of-archive blocks but cut between members: also truncated.
+    no_end = tmp_path / "no_end.tar"
+    no_end.write_bytes(data[:header])
+    index = read_shard(str(no_end))
+    assert len(index.records) == 10 and [p[0] for p in index.problems] == ["bad_shard"]
+    # A garbled header in the middle: the samples after it are lost, and that is said.
+    garbled = bytearray(data)
+    garbled[header : header + 512] = b"\x01" * 512
+    (tmp_path / "garbled.tar").write_bytes(bytes(garbled))
+    index = read_shard(str(tmp_path / "garbled.tar"))
+    assert len(index.records) <= 10 and index.problems and index.problems[0][0] == "bad_shard"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from titok.cli import main
-from titok.errors import ConfigError
+from titok.errors import CheckpointError, ConfigError
 from titok.training import checkpointing as ckpt
 from titok.training import load_recipe, make_task, train
 from titok.training.engine import TrainingDiverged
@@ -95,3 +95,33 @@ def test_nothing_non_finite_is_exported(pictures: Path) -> None:
         module.weight[0, 0] = float("inf")
     with pytest.raises(TrainingDiverged, match=r"step 3: model.weight holds non-finite values"):
         _check_finite(module, "model", 3)
+
+
+@pytest.mark.parametrize("damage", ["model.safetensors", "state.pt", "meta.json", "rank-0.pt"])
+def test_resume_falls_back_to_the_newest_intact_checkpoint(
+    pictures: Path, tmp_path: Path, damage: str, caplog
+) -> None:
+    common = ["training.max_train_steps=6", "experiment.keep_last=5"]
+    straight = train(make_task(_recipe(pictures, *common)), output_dir=tmp_path / "straight")
+    train(make_task(_recipe(pictures, *common, "training.stop_at_step=4")), output_dir=tmp_path / "split")
+    target = tmp_path / "split" / "checkpoint-00000004" / damage
+    data = target.read_bytes()
+    target.write_bytes(b"{ not json" if damage == "meta.json" else data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="titok"):
+        second = train(make_task(_recipe(pictures, *common)), resume=True, output_dir=tmp_path / "split")
+    assert second.start_step == 2 and second.step == 6
+    assert "checkpoint-00000004 is damaged" in caplog.text
+    a = ckpt.load_tensors(straight.checkpoint / "model.safetensors")
+    b = ckpt.load_tensors(second.checkpoint / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_with_every_checkpoint_damaged_is_one_error(pictures: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(
+        make_task(_recipe(pictures, "training.max_train_steps=4", "training.stop_at_step=2")), output_dir=run
+    )
+    (run / "checkpoint-00000002" / "model.safetensors").write_bytes(b"cut")
+    with pytest.raises(CheckpointError, match="every checkpoint is damaged"):
+        train(make_task(_recipe(pictures, "training.max_train_steps=4")), resume=True, output_dir=run)

@@ -257,9 +257,37 @@ def read_shard(path: str, require_labels: bool = True) -> ShardIndex:
                 group.setdefault(suffix, member)
             if group_key is not None:
                 _add_sample(index, tar, path, group_key, group, require_labels)
+            end = tar.offset
+        damage = _end_of_archive_problem(path, end)
+        if damage is not None:
+            size = os.path.getsize(path)
+            cut = [r for r in index.records if r.offset + r.size > size]
+            index.records = [r for r in index.records if r.offset + r.size <= size]
+            index.problems.append(("bad_shard", os.path.basename(path), f"{path}: {damage}"))
+            index.problems.extend(("bad_image", r.key, f"its image is cut off in {path}") for r in cut)
     except (tarfile.TarError, OSError, EOFError) as exc:
         index.problems.append(("bad_shard", os.path.basename(path), f"{path}: {exc}"))
     return index
+
+
+def _end_of_archive_problem(path: str, end: int) -> str | None:
+    """What is wrong after the last member tarfile read (it ended at byte ``end``), or None.
+
+    A whole tar ends with two zero blocks of 512 bytes. Python's tarfile takes a cut or garbled
+    header for the end of the archive, so without this check a shard cut inside a header loses
+    the rest of its samples silently.
+    """
+    with open(path, "rb") as f:
+        f.seek(end)
+        tail = f.read(1024)
+    if len(tail) < 1024:
+        return (
+            f"truncated: it ends {len(tail)} bytes after its last whole member, without the "
+            "end-of-archive blocks (samples after that point are lost)"
+        )
+    if any(tail):
+        return f"damaged: unreadable tar header at byte {end} (the samples after it are lost)"
+    return None
 
 
 def _add_sample(

@@ -77,9 +77,13 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file of a checkpoint; a missing or damaged file is a :class:`CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing from the checkpoint")
-    return load_file(str(path), device="cpu")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error for a cut file
+        raise CheckpointError(f"{path}: cannot read checkpoint file ({type(exc).__name__}: {exc})") from exc
 
 
 def write_json(data: Any, path: Path) -> Path:

@@ -124,6 +124,10 @@ class _Optimizer:
     params: list[nn.Parameter]
 
 
+class WrongCheckpoint(CheckpointError):
+    """A checkpoint of another training mode in the run folder (not damage: no fallback)."""
+
+
 class TrainingDiverged(TitokError):
     """A loss or gradient stopped being finite: the run stops before writing non-finite weights."""
 
@@ -390,27 +394,35 @@ class Engine:
         return sorted({o.spec.module for o in self.optimizers.values()})
 
     def _load_latest(self) -> None:
-        folder = ckpt.latest_checkpoint(self.output_dir)
-        if folder is None:
+        """Resume from the newest intact checkpoint; a damaged one (a cut or garbled file) is
+        reported and the one before it is tried."""
+        found = ckpt.list_checkpoints(self.output_dir)
+        if not found:
             logger.warning("no checkpoint in %s: starting from scratch", self.output_dir)
             return
-        meta = ckpt.read_meta(folder)
-        if meta.get("mode") != self.task.mode:
-            raise CheckpointError(f"{folder}: a {meta.get('mode')!r} checkpoint, not {self.task.mode!r}")
+        saved = None
+        for folder in reversed(found):
+            try:
+                saved = self._read_checkpoint(folder)
+                break
+            except CheckpointError as exc:
+                if isinstance(exc, WrongCheckpoint):
+                    raise
+                logger.warning("%s is damaged (%s): trying the checkpoint before it", folder.name, exc)
+        if saved is None:
+            raise CheckpointError(f"{self.output_dir}: every checkpoint is damaged ({len(found)} tried)")
+        if folder != found[-1]:
+            logger.warning("resuming from %s, the newest intact checkpoint", folder.name)
+        meta, tensors, ema_tensors, state, rank_state = saved
         for name in self.optimizers_modules():
-            path = folder / f"{name}.safetensors"
-            load_strict(self.modules[name], ckpt.load_tensors(path), str(path))
-        state = ckpt.load_torch(folder / "state.pt")
+            load_strict(self.modules[name], tensors[name], str(folder / f"{name}.safetensors"))
         if self.ema is not None:
-            ema_path = folder / "ema.safetensors"
-            if ema_path.is_file():
-                self.ema.load_tensors(ckpt.load_tensors(ema_path), state["ema_updates"])
+            if ema_tensors is not None:
+                self.ema.load_tensors(ema_tensors, state["ema_updates"])
             else:
                 logger.warning("%s has no EMA weights: the average restarts from the current weights", folder)
                 self.ema = EMA(self.modules["model"], decay=self.recipe.training.ema_decay)
         for name, opt in self.optimizers.items():
-            if name not in state["optimizers"]:
-                raise CheckpointError(f"{folder}: no state for optimizer {name!r}")
             opt.optimizer.load_state_dict(state["optimizers"][name])
             opt.scheduler.load_state_dict(state["schedulers"][name])
         scaler = getattr(self.accelerator, "scaler", None)
@@ -419,9 +431,8 @@ class Engine:
         self.task.load_state_dict(state.get("task", {}))
         self.step = int(meta["step"])
 
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        if int(meta.get("world_size", 1)) == world:
-            rank_state = ckpt.load_torch(ckpt.rank_file(folder, rank))
+        world = self.accelerator.num_processes
+        if rank_state is not None:
             ckpt.restore_rng(rank_state["rng"])
             assert self.loader is not None
             self.loader.load_state_dict(rank_state["data"])
@@ -438,6 +449,34 @@ class Engine:
             )
             set_seed(self.recipe.training.seed + self.step, device_specific=True)
         logger.info("resumed from %s at step %d", folder, self.step)
+
+    def _read_checkpoint(self, folder: Path) -> tuple[Any, ...]:
+        """Every file of ``folder`` this process needs, read and checked before anything is changed:
+        (meta, module tensors, EMA tensors or None, state, this rank's state or None).
+
+        Raises :class:`WrongCheckpoint` for a checkpoint of another mode (not a fallback case) and
+        :class:`CheckpointError` for a damaged one.
+        """
+        meta = ckpt.read_meta(folder)
+        if meta.get("mode") != self.task.mode:
+            raise WrongCheckpoint(f"{folder}: a {meta.get('mode')!r} checkpoint, not {self.task.mode!r}")
+        if not isinstance(meta.get("step"), int):
+            raise CheckpointError(f"{folder}: meta.json has no step")
+        tensors = {
+            name: ckpt.load_tensors(folder / f"{name}.safetensors") for name in self.optimizers_modules()
+        }
+        state = ckpt.load_torch(folder / "state.pt")
+        if not isinstance(state, dict) or not {"optimizers", "schedulers"} <= set(state):
+            raise CheckpointError(f"{folder}: state.pt lacks the optimizer states")
+        for name in self.optimizers:
+            if name not in state["optimizers"]:
+                raise CheckpointError(f"{folder}: no state for optimizer {name!r}")
+        ema_path = folder / "ema.safetensors"
+        ema = ckpt.load_tensors(ema_path) if self.ema is not None and ema_path.is_file() else None
+        rank_state = None
+        if int(meta.get("world_size", 1)) == self.accelerator.num_processes:
+            rank_state = ckpt.load_torch(ckpt.rank_file(folder, self.accelerator.process_index))
+        return meta, tensors, ema, state, rank_state
 
     # ------------------------------------------------------------------ loop
     def _batches(self) -> Iterator[dict[str, Any]]:
