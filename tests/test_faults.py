@@ -125,3 +125,51 @@ def test_resume_with_every_checkpoint_damaged_is_one_error(pictures: Path, tmp_p
     (run / "checkpoint-00000002" / "model.safetensors").write_bytes(b"cut")
     with pytest.raises(CheckpointError, match="every checkpoint is damaged"):
         train(make_task(_recipe(pictures, "training.max_train_steps=4")), resume=True, output_dir=run)
+
+
+def test_a_resumed_run_logs_each_step_once_and_no_bar_in_a_log_file(pictures: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["training.max_train_steps=6", "experiment.save_every=3", "experiment.progress_bar=true"]
+    train(make_task(_recipe(pictures, *common, "training.stop_at_step=5")), output_dir=run)
+    # Stopped at 5, last checkpoint at 3 (and 5); drop 5 as a crash would have.
+    import shutil
+
+    shutil.rmtree(run / "checkpoint-00000005")
+    train(make_task(_recipe(pictures, *common)), resume=True, output_dir=run)
+    steps = [
+        __import__("json").loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_training_progress_bar_stays_off_when_stderr_is_not_a_terminal(
+    pictures: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "titok.cli.app",
+                "train",
+                "single-stage",
+                "-c",
+                "tiny_single_stage",
+                *[q for q in QUIET if "progress_bar" not in q],
+                "experiment.progress_bar=true",
+                f"data.train={pictures}",
+                "training.max_train_steps=3",
+                "-o",
+                str(tmp_path / "run"),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=True,
+            timeout=300,
+        )
+    text = log.read_text()
+    assert "\r" not in text and "step/s" not in text and "it/s" not in text, text[-500:]

@@ -136,7 +136,7 @@ def pretokenize(
         desc="pretokenize",
         unit="img",
         file=sys.stderr,
-        disable=not progress,
+        disable=None if progress else True,
     ) as bar:
         for batch in loader:
             images = batch["image"]

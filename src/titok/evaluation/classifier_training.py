@@ -258,7 +258,7 @@ def fit(
             total=len(train),
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="img",
-            disable=not progress,
+            disable=None if progress else True,
             file=sys.stderr,
             leave=False,
         )

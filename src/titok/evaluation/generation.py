@@ -168,7 +168,9 @@ def generate_images(
     check_pixel_model(tokenizer, teacher)
     device = next(generator.parameters()).device
     rng = torch.Generator(device=device).manual_seed(seed)
-    with tqdm(total=len(labels), desc="generation", unit="img", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(
+        total=len(labels), desc="generation", unit="img", disable=None if progress else True, file=sys.stderr
+    ) as bar:
         for chunk in labels.split(batch_size):
             tokens = generator.generate(chunk.to(device), generator=rng, dtype=dtype, **(sampling or {}))
             images = decode_to_images(tokenizer, tokens.to(tokenizer.device), dtype, teacher)

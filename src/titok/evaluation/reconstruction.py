@@ -128,7 +128,7 @@ def split_batches(
     loader = split.loader(image_size, batch_size, require_labels)
     total = loader.dataset.count_samples() if progress else None
     seen = 0
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=total, desc=desc, unit="img", disable=None if progress else True, file=sys.stderr) as bar:
         for batch in loader:
             seen += len(batch["key"])
             bar.update(len(batch["key"]))

@@ -26,6 +26,24 @@ def image_grid(rows: list[torch.Tensor], pad: int = 2) -> torch.Tensor:
     return grid
 
 
+def drop_lines_after(path: Path, step: int) -> None:
+    """Remove the lines of ``metrics.jsonl`` logged after ``step``: a run resumed from an earlier
+    checkpoint logs those steps again, and each step must appear once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            logged = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut by a crash
+        if isinstance(logged, int) and logged <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        path.write_text("".join(f"{line}\n" for line in kept))
+
+
 class Monitor:
     """TensorBoard writer, ``metrics.jsonl`` and a tqdm bar for the main process.
 
@@ -57,9 +75,16 @@ class Monitor:
 
         self.writer = SummaryWriter(log_dir=str(output_dir / "logs"))
         self.metrics_path = output_dir / "metrics.jsonl"
+        drop_lines_after(self.metrics_path, start_step)
         if progress_bar:
+            # disable=None: a bar on a terminal only, not hundreds of updates in a log file.
             self.bar = tqdm(
-                total=total_steps, initial=start_step, desc=description, dynamic_ncols=True, unit="step"
+                total=total_steps,
+                initial=start_step,
+                desc=description,
+                dynamic_ncols=True,
+                unit="step",
+                disable=None,
             )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
