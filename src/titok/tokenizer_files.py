@@ -86,8 +86,15 @@ def find_tokenizer(name_or_path: str | os.PathLike[str], preset: str | None = No
         raise CheckpointError(f"{name}: no such file or folder")
     raise CheckpointError(
         f"unknown model {name!r}: not a local path, built-in model, preset or hub repo id "
-        f"(presets: {', '.join(tokenizer_presets())})"
+        f"(built-in, offline: {', '.join(builtin_model_names()) or 'none installed'}; "
+        f"presets: {', '.join(tokenizer_presets())})"
     )
+
+
+def builtin_model_names() -> list[str]:
+    """Names of the tokenizers shipped inside the package (they load offline), e.g. ``imagenette64``."""
+    root = builtin_models_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
 
 
 def _hub_repo(repo_id: str) -> TokenizerFiles:
@@ -123,4 +130,4 @@ def _published(name: str) -> TokenizerFiles:
         raise
 
 
-__all__ = ["TokenizerFiles", "builtin_models_dir", "config_from_json", "find_tokenizer"]
+__all__ = ["TokenizerFiles", "builtin_model_names", "builtin_models_dir", "config_from_json", "find_tokenizer"]

@@ -26,8 +26,25 @@ def _millions(n: int) -> str:
 def presets(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the tokenizer presets: tokens, codebook, parameters and published weights."""
+    """List the built-in models (shipped, offline) and the tokenizer presets: tokens, codebook,
+    parameters and published weights."""
+    from titok.tokenizer_files import builtin_model_names, builtin_models_dir, config_from_json
+
     rows = []
+    for name in builtin_model_names():
+        cfg = config_from_json(builtin_models_dir() / name / "config.json")
+        with torch.device("meta"):
+            n = _count(TiTok(cfg))
+        rows.append(
+            {
+                "name": name,
+                "image_size": cfg.image_size,
+                "tokens": cfg.num_latent_tokens,
+                "codebook": str(cfg.codebook_size),
+                "parameters": n,
+                "weights": "built in (offline)",
+            }
+        )
     for name, p in tokenizer_presets().items():
         cfg = p.build_config()
         with torch.device("meta"):
