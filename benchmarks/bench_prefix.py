@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--lengths", type=int, nargs="*", default=None, help="default: 1, 2, 4, ..., K")
     parser.add_argument("--positions", action="store_true", help="also the sensitivity of each position")
+    parser.add_argument(
+        "--force-prefix", action="store_true", help="also decode prefixes of fixed-length models (a control)"
+    )
     parser.add_argument("--name-prefix", default="", help="prepended to each model's name in the results")
     parser.add_argument(
         "--classifier", type=Path, default=None, help="feature network folder: adds rFID[net] at each k"
@@ -90,7 +93,7 @@ def main() -> None:
             )
         k = model.num_tokens
         lengths = [n for n in (args.lengths or powers_of_two(k)) if n <= k]
-        if not model.config.variable_length:
+        if not model.config.variable_length and not args.force_prefix:
             lengths = [k]
         start = time.perf_counter()
         entry = {
@@ -100,7 +103,8 @@ def main() -> None:
             "hidden_tail": model.config.hidden_tail,
             "heldout_images": len(images),
             "settings": settings,
-            "curve": prefix_curve(model, images, lengths),
+            "forced": not model.config.variable_length and len(lengths) > 1,
+            "curve": prefix_curve(model, images, lengths, force_prefix=args.force_prefix),
         }
         if net is not None:
             from titok.reproduce.measure import reconstruction_metrics
@@ -109,7 +113,13 @@ def main() -> None:
             for row in entry["curve"]:
                 k_row = int(row["num_tokens"])
                 metrics, _, _ = reconstruction_metrics(
-                    model, split, net, reference, model.image_size, num_tokens=None if k_row == k else k_row
+                    model,
+                    split,
+                    net,
+                    reference,
+                    model.image_size,
+                    num_tokens=None if k_row == k else k_row,
+                    force_prefix=args.force_prefix,
                 )
                 row[f"rFID[{net.name}]"] = metrics[f"rFID[{net.name}]"]
         if args.positions:
@@ -133,11 +143,13 @@ def plot(entries: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    fixed = {n: e for n, e in entries.items() if not e["variable_length"]}
+    fixed = {n: e for n, e in entries.items() if not e["variable_length"] and not e.get("forced")}
     for name, entry in entries.items():
-        if entry["variable_length"]:
+        if entry["variable_length"] or entry.get("forced"):
             ks = [r["num_tokens"] for r in entry["curve"]]
-            ax.plot(ks, [r["psnr"] for r in entry["curve"]], marker="o", label=name)
+            style = ":" if entry.get("forced") else "-"
+            label = f"{name} (prefixes forced)" if entry.get("forced") else name
+            ax.plot(ks, [r["psnr"] for r in entry["curve"]], style, marker="o", label=label)
     if fixed:
         pts = sorted((e["num_latent_tokens"], e["curve"][0]["psnr"], n) for n, e in fixed.items())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "k*--", markersize=10, label="fixed-length models")

@@ -130,4 +130,10 @@ def _published(name: str) -> TokenizerFiles:
         raise
 
 
-__all__ = ["TokenizerFiles", "builtin_model_names", "builtin_models_dir", "config_from_json", "find_tokenizer"]
+__all__ = [
+    "TokenizerFiles",
+    "builtin_model_names",
+    "builtin_models_dir",
+    "config_from_json",
+    "find_tokenizer",
+]

@@ -156,20 +156,23 @@ def decode_to_images(
     tokens: torch.Tensor,
     dtype: torch.dtype | None = None,
     teacher: VQGAN | None = None,
+    force_prefix: bool = False,
 ) -> torch.Tensor:
     """Tokens [B, K] (VQ ids) or latents [B, K, C] (VAE) -> images (B, 3, H, W) in [0, 1], float32.
 
-    A stage-1 model's proxy codes are decoded by ``teacher``.
+    A stage-1 model's proxy codes are decoded by ``teacher``. A TiTok's tokens may be a prefix
+    [B, k] (``force_prefix``: also for a model not trained on prefixes).
     """
+    extra = {"force_prefix": True} if force_prefix else {}
     if _is_stage1(model):
         check_pixel_model(model, teacher)
         assert teacher is not None and isinstance(model, TiTok)
-        codes = model.decode_proxy_codes(tokens)
+        codes = model.decode_proxy_codes(tokens, **extra)
         device = next(teacher.parameters()).device
         low_precision = dtype is not None and dtype != torch.float32
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=low_precision):
             return teacher.decode(codes.to(device)).float().clamp(0.0, 1.0)
-    return model.decode(tokens, batch_size=max(len(tokens), 1), dtype=dtype)
+    return model.decode(tokens, batch_size=max(len(tokens), 1), dtype=dtype, **extra)
 
 
 def evaluate_reconstruction(
@@ -185,6 +188,7 @@ def evaluate_reconstruction(
     progress: bool = True,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     num_tokens: int | None = None,
+    force_prefix: bool = False,
 ) -> dict[str, float]:
     """Reconstruction metrics of ``model`` over ``split`` (keys in the module docstring).
 
@@ -200,6 +204,7 @@ def evaluate_reconstruction(
         fid_method: ``"sqrtm"`` (standard) or ``"eigh"`` (faster), see :func:`titok.metrics.frechet_distance`.
         progress: show a progress bar.
         num_tokens: TiTok trained on prefixes: decode the first k tokens only (None: all).
+        force_prefix: allow ``num_tokens`` < K for a TiTok not trained on prefixes (a control).
         on_batch: called with ``(originals, reconstructions)`` of every batch (e.g. for grids).
 
     Raises:
@@ -232,7 +237,7 @@ def evaluate_reconstruction(
             tokens = model.encode(
                 images.to(model.device), batch_size=len(images), dtype=dtype, num_tokens=num_tokens
             )
-        recon = decode_to_images(model, tokens, dtype, teacher).cpu()
+        recon = decode_to_images(model, tokens, dtype, teacher, force_prefix).cpu()
         if counts is not None:
             counts += token_counts(tokens, model.codebook_size)
         values = psnr(recon, images)

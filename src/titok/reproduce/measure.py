@@ -44,6 +44,7 @@ def reconstruction_metrics(
     batch_size: int = 50,
     keep: int = 8,
     num_tokens: int | None = None,
+    force_prefix: bool = False,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """PSNR, SSIM, FID[net] against ``reference`` and codebook usage over ``split`` (from the
     first ``num_tokens`` tokens of a TiTok trained on prefixes; None: all).
@@ -73,6 +74,7 @@ def reconstruction_metrics(
         progress=False,
         on_batch=grab,
         num_tokens=num_tokens,
+        force_prefix=force_prefix,
     )
     metrics = {
         "PSNR": out["PSNR"],
