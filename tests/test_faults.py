@@ -173,3 +173,24 @@ def test_training_progress_bar_stays_off_when_stderr_is_not_a_terminal(
         )
     text = log.read_text()
     assert "\r" not in text and "step/s" not in text and "it/s" not in text, text[-500:]
+
+
+def test_a_full_disk_during_a_save_says_so_and_keeps_the_old_file(tmp_path: Path) -> None:
+    import errno
+
+    target = tmp_path / "model.safetensors"
+    ckpt.save_tensors({"w": torch.ones(2)}, target)
+
+    def full(_tmp: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(CheckpointError, match="the disk is full.*previous checkpoint is intact"):
+        ckpt.atomic_write(target, full)
+    assert torch.equal(ckpt.load_tensors(target)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left
+
+
+def test_missing_training_data_suggests_data_train(capsys, tmp_path: Path) -> None:
+    code = main(["train", "single-stage", "-c", "tiny_single_stage", f"data.train={tmp_path / 'none'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "data.train=PATH" in err and "TITOK_DATA" in err

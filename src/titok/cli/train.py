@@ -37,8 +37,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_CONFIG_HELP = "Recipe: a YAML file or a packaged recipe name (e.g. tiny_stage1, titok_l32_stage1)."
-_OVERRIDES_HELP = "Recipe overrides section.key=value, e.g. training.batch_size=64 data.train=/data/train.tar"
+_CONFIG_HELP = "Recipe: a YAML file or a packaged recipe name: " + ", ".join(
+    sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+)
+_OVERRIDES_HELP = (
+    "Recipe overrides section.key=value, e.g. training.batch_size=64; your own images: data.train=FOLDER "
+    "(images, an ImageFolder tree, tar shards or a list file)"
+)
 _RESUME_HELP = "Continue exactly from the latest checkpoint in the output folder (fresh start if none)."
 _OUTPUT_HELP = "Run folder (overrides experiment.output_dir)."
 

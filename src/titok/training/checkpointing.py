@@ -17,6 +17,7 @@ never leaves a half-written checkpoint under a real name. ``.pt`` files are read
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -47,14 +48,34 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            write(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        except Exception as exc:  # noqa: BLE001 - safetensors and torch wrap OSError in their own errors
+            if _disk_full(exc):
+                raise CheckpointError(
+                    f"{path.parent}: the disk is full (writing {path.name}); nothing was replaced, the "
+                    "previous checkpoint is intact: free some space and resume with --resume"
+                ) from exc
+            raise
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` (or what caused it) says the disk is full (ENOSPC, or safetensors' message)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def save_torch(obj: Any, path: Path) -> Path:

@@ -313,7 +313,11 @@ class Engine:
         try:
             resolve_source(self.recipe.data.train)
         except DataError as exc:
-            raise DataError(f"{self.recipe.source}: data.train: {exc}") from None
+            raise DataError(
+                f"{self.recipe.source}: data.train: {exc}; point the recipe at your images with the "
+                "override data.train=PATH (a folder of images, an ImageFolder tree, tar shards or a list "
+                "file) or set TITOK_DATA=PATH"
+            ) from None
 
     def _make_loader(self) -> StreamLoader:
         """This process's endless training batches (called after the task built its modules)."""
