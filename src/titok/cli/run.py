@@ -18,8 +18,7 @@ from titok.errors import TitokError
 #: Optional dependencies (top-level module names) and the extra of ``pyproject.toml`` that brings each.
 EXTRAS: dict[str, str] = {
     "accelerate": "train",
-    "webdataset": "train",
-    "braceexpand": "train",
+    "braceexpand": "eval",
     "tensorboard": "train",
     "scipy": "eval",
     "matplotlib": "demo",
