@@ -194,3 +194,27 @@ def test_missing_training_data_suggests_data_train(capsys, tmp_path: Path) -> No
     code = main(["train", "single-stage", "-c", "tiny_single_stage", f"data.train={tmp_path / 'none'}"])
     err = capsys.readouterr().err
     assert code == 2 and "data.train=PATH" in err and "TITOK_DATA" in err
+
+
+def test_an_unreachable_hub_fails_fast(monkeypatch, tmp_path: Path) -> None:
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from titok import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_download(**_kw: object) -> None:
+        raise AssertionError("hf_hub_download must not be tried when the hub cannot be reached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="the hub cannot be reached"):
+        hub.download("owner/repo", "config.json")
+    assert time.perf_counter() - start < 5

@@ -23,9 +23,12 @@ def download(repo_id: str, filename: str, revision: str | None = None) -> Path:
     Raises :class:`CheckpointError` naming the repo, the file, its URL and the cache folder
     when the file is neither cached nor downloadable (offline mode, no network, no such repo).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    cached = cached_or_none(repo_id, filename) if revision is None else None
+    if cached is None and not constants.HF_HUB_OFFLINE and not hub_reachable(constants.ENDPOINT):
+        raise _unreachable(repo_id, filename, revision)  # fail in seconds, not after the hub's retries
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
     except LocalEntryNotFoundError as exc:
@@ -38,10 +41,28 @@ def download(repo_id: str, filename: str, revision: str | None = None) -> Path:
         raise _unreachable(repo_id, filename, revision) from exc
 
 
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens within ``timeout`` seconds (True behind a
+    proxy, which this check cannot see through: the download then decides)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _unreachable(repo_id: str, filename: str, revision: str | None) -> CheckpointError:
     from huggingface_hub import constants
 
-    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else " (the hub cannot be reached)"
     return CheckpointError(
         f"cannot get {filename!r} from hub repo {repo_id!r}{offline}: not in the local cache "
         f"({constants.HF_HUB_CACHE}) and not downloadable here. Download "
