@@ -471,3 +471,60 @@ def test_cli_train_stage1_and_bad_override(
     assert main([*args, "--resume"]) == 0  # already at max_train_steps: re-exports only
     assert main(["train", "stage1", "--config", "no_such_recipe"]) == 2
     assert "no such recipe file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- prefixes in every mode
+
+
+def test_prefix_training_in_stage1_and_stage2_with_a_new_tail_token(
+    vqgan_run: TrainResult, stage1_run: TrainResult, shard: Path, tmp_path: Path
+) -> None:
+    """Stage 1 on prefixes exports a variable-length proxy model; stage 2 on prefixes from the
+    fixed-length stage-1 export adds a fresh tail token and keeps the frozen encoder."""
+    s1 = _train(
+        "tiny_stage1",
+        "stage1",
+        tmp_path / "s1",
+        f"data.train={shard}",
+        f"teacher={vqgan_run.export_dir}",
+        "training.max_train_steps=4",
+        "prefix.enabled=true",
+    )
+    proxy = TiTok.from_pretrained(s1.export_dir)
+    assert proxy.config.variable_length
+    assert proxy.decode_proxy_codes(proxy.encode(torch.rand(2, 3, 32, 32), num_tokens=3)).shape == (2, 8, 8)
+    s2 = _train(
+        "tiny_stage2",
+        "stage2",
+        tmp_path / "s2",
+        f"data.train={shard}",
+        f"teacher={vqgan_run.export_dir}",
+        f"init_from={stage1_run.export_dir}",
+        "training.max_train_steps=4",
+        "training.use_ema=false",
+        "prefix.enabled=true",
+        "prefix.per=batch",
+        "model.hidden_tail=token",
+    )
+    end = TiTok.from_pretrained(s2.export_dir)
+    assert end.config.variable_length and end.decoder.tail_token is not None
+    start = TiTok.from_pretrained(stage1_run.export_dir).state_dict()
+    trained = end.state_dict()
+    for name in start:
+        if name.startswith(("encoder.", "quantize.", "latent_tokens")):
+            assert torch.equal(trained[name], start[name]), name
+    assert end.reconstruct(torch.rand(2, 3, 32, 32), num_tokens=5).shape == (2, 3, 32, 32)
+
+
+def test_prefix_training_with_vae_tokens(shard: Path, tmp_path: Path) -> None:
+    result = _train(
+        "tiny_single_stage_vae",
+        "single_stage",
+        tmp_path,
+        f"data.train={shard}",
+        "training.max_train_steps=3",
+        "prefix.enabled=true",
+    )
+    model = TiTok.from_pretrained(result.export_dir)
+    assert model.config.variable_length and model.is_vae
+    assert model.encode(torch.rand(1, 3, 32, 32), num_tokens=2).shape == (1, 2, model.config.token_size)
