@@ -207,6 +207,41 @@ def test_accelerate_launch_in_sync_then_torchrun_resume_through_the_cli_bit_exac
             assert torch.equal(resumed[name], value), f"{part}.{name}: resumed run differs from straight run"
 
 
+@pytest.mark.parametrize("hidden_tail", ["remove", "token"])
+def test_two_processes_train_on_token_prefixes(tmp_path: Path, hidden_tail: str) -> None:
+    """Each process draws its own prefix lengths; every parameter still gets a gradient on every
+    process (DDP would stop otherwise), and the run exports a variable-length model."""
+    out = tmp_path / "run"
+    cmd = _torchrun(
+        "-m",
+        "titok.cli_train",
+        "single-stage",
+        "--config",
+        "tiny_single_stage",
+        "training.batch_size=2",
+        "experiment.progress_bar=false",
+        "experiment.image_every=0",
+        "experiment.log_every=1",
+        "data.shuffle_buffer=16",
+        "losses.perceptual_loss=none",
+        "losses.perceptual_weight=0",
+        "losses.discriminator_start=100",
+        "training.max_train_steps=2",
+        "lr_scheduler.warmup_steps=0",
+        "prefix.enabled=true",
+        f"model.hidden_tail={hidden_tail}",
+        "--output-dir",
+        str(out),
+    )
+    proc = _run(cmd, tmp_path)
+    assert "trained single_stage to step 2" in proc.stdout
+    from titok import TiTok
+
+    model = TiTok.from_pretrained(out / "export")
+    assert model.config.variable_length and model.config.hidden_tail == hidden_tail
+    assert (out / "checkpoint-00000002" / "rank-1.pt").is_file()
+
+
 if __name__ == "__main__":
     _worker(
         Path(sys.argv[1]),
