@@ -130,3 +130,16 @@ def test_pixel_ranges_and_numpy_inputs_follow_one_rule() -> None:
     assert to_batch([hwc, hwc[..., 0]], 16).shape == (2, 3, 16, 16)
     with pytest.raises(ImageError, match=r"\(H, W, 3\)"):
         to_batch(np.zeros((3, 16, 16, 5), np.uint8), 16)
+
+
+def test_a_huge_png_is_refused_and_a_huge_jpeg_shrunk(tmp_path: Path) -> None:
+    from titok.errors import ImageError
+
+    png = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), (9, 9, 9)).save(png)
+    with pytest.raises(ImageError, match=r"big.png: 3000x2000 is 6 million pixels, above the 2 million"):
+        open_image(png, max_pixels=2_000_000)
+    jpg = tmp_path / "big.jpg"
+    Image.new("RGB", (3000, 2000), (9, 9, 9)).save(jpg)
+    small = open_image(jpg, max_pixels=2_000_000)
+    assert small.size[0] * small.size[1] <= 2_000_000 and small.size[0] >= 1000

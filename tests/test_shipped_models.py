@@ -66,7 +66,11 @@ def test_demo_reconstructs_and_generates_a_grid_per_class(tmp_path, monkeypatch)
     monkeypatch.delenv("TITOK_SAMPLE_DATA", raising=False)
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "-n", "2", "--per-class", "1"]) == 0
-    assert len(list((out / "reconstructions").glob("*.png"))) == 2
+    assert len(list((out / "reconstructions").glob("*_reconstruction.png"))) == 2
+    strips = list((out / "reconstructions").glob("*_strip.png"))
+    # A tokenizer trained on prefixes also gets its coarse-to-fine strips (original + k = 1, 2, ..., K).
+    variable = titok.TiTok.from_pretrained("imagenette64").config.variable_length
+    assert len(strips) == (2 if variable else 0)
     grid = out / "generated" / "grid.png"
     assert grid.is_file()
     from PIL import Image

@@ -81,11 +81,36 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(path: str | os.PathLike[str]) -> Image.Image:
+#: The largest image decoded at full size for inference (pixels). A JPEG above it is decoded at a
+#: reduced scale; another format is refused: a 12000 x 12000 PNG would take 1.4 GB to decode for
+#: a model that sees 256 x 256 (Pillow itself only refuses above 179 million pixels).
+MAX_PIXELS = 40_000_000
+
+
+def check_size(img: Image.Image, name: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> None:
+    """Shrink a large JPEG while decoding (``draft``), or refuse an image above ``max_pixels``."""
+    w, h = img.size
+    if w * h <= max_pixels:
+        return
+    if img.format == "JPEG":
+        factor = 1  # JPEG decodes at 1/2, 1/4 or 1/8 scale
+        while factor < 8 and (w // factor) * (h // factor) > max_pixels:
+            factor *= 2
+        img.draft("RGB", (max(1, w // factor), max(1, h // factor)))
+        if img.size[0] * img.size[1] <= max_pixels:
+            return
+    raise ImageError(
+        f"{name}: {w}x{h} is {w * h / 1e6:.0f} million pixels, above the {max_pixels / 1e6:.0f} million that "
+        "are decoded for inference; shrink it first"
+    )
+
+
+def open_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image file as upright RGB (:func:`to_rgb`); raise
-    :class:`ImageError` naming the file."""
+    :class:`ImageError` naming the file (also for one above ``max_pixels``, see :func:`check_size`)."""
     path = Path(path)
     with image_errors(path), Image.open(path) as img:
+        check_size(img, path, max_pixels)
         img.load()
         return to_rgb(img)
 
