@@ -207,3 +207,23 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv: list[str], wanted: s
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and wanted in lines[0], err
     assert "--help" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reconstruct", "IMG", "-o", "FILE"],
+        ["generate", "-n", "1", "-o", "FILE"],
+        ["demo", "-o", "FILE", "-n", "1", "--per-class", "0"],
+    ],
+)
+def test_an_output_that_is_a_file_is_one_line(
+    capsys, tmp_path: Path, samples: list[Path], argv: list[str]
+) -> None:
+    target = tmp_path / "taken.txt"
+    target.write_text("keep me")
+    argv = [str(samples[0]) if a == "IMG" else str(target) if a == "FILE" else a for a in argv]
+    code, _, err = run(capsys, *argv)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "taken.txt" in errors[0] and "Traceback" not in err, err
+    assert target.read_text() == "keep me"

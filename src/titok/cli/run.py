@@ -83,6 +83,16 @@ def _run(app: typer.Typer, argv: list[str] | None, prog_name: str | None) -> int
     except TitokError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        # A path of the user's that is the wrong kind (``-o`` naming a file) or not writable.
+        what = {
+            FileExistsError: "exists and is not a folder",
+            NotADirectoryError: "a part of this path is a file, not a folder",
+            IsADirectoryError: "is a folder, a file was expected",
+            PermissionError: "permission denied",
+        }[type(exc)]
+        print(f"error: {exc.filename}: {what}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         message = missing_extra_message(exc)
         if message is None:
