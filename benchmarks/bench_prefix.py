@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument(
         "--classifier", type=Path, default=None, help="feature network folder: adds rFID[net] at each k"
     )
+    parser.add_argument(
+        "--probe", type=int, default=0, metavar="N", help="linear-probe top-1 at each k, N training images"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=None)
@@ -122,6 +125,22 @@ def main() -> None:
                     force_prefix=args.force_prefix,
                 )
                 row[f"rFID[{net.name}]"] = metrics[f"rFID[{net.name}]"]
+        if args.probe:
+            from titok.evaluation.token_probe import token_features
+            from titok.reproduce.measure import probe_metrics
+
+            train_split = DataSplit(args.data, "train", args.holdout, 0, args.probe)
+            val_split = DataSplit(args.data, "val", args.holdout, 0, args.images)
+            feats = (
+                token_features(model, train_split, batch_size=50, progress=False),
+                token_features(model, val_split, batch_size=50, progress=False),
+            )
+            for row in entry["curve"]:
+                probe = probe_metrics(
+                    model, train_split, val_split, model.image_size, 10, int(row["num_tokens"]), feats
+                )
+                row["probe_top1_concat"] = probe["top1_concat"]
+                row["probe_top1_mean"] = probe["top1_mean"]
         if args.positions:
             entry["position_sensitivity"] = position_sensitivity(model, images)
         entry["seconds"] = time.perf_counter() - start
@@ -137,26 +156,56 @@ def main() -> None:
 
 
 def plot(entries: dict[str, dict], path: Path) -> None:
+    """PSNR, rFID and probe top-1 against k: a line per variable-length (or forced) model, stars
+    for fixed-length models at their own K."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    fixed = {n: e for n, e in entries.items() if not e["variable_length"] and not e.get("forced")}
-    for name, entry in entries.items():
-        if entry["variable_length"] or entry.get("forced"):
-            ks = [r["num_tokens"] for r in entry["curve"]]
-            style = ":" if entry.get("forced") else "-"
-            label = f"{name} (prefixes forced)" if entry.get("forced") else name
-            ax.plot(ks, [r["psnr"] for r in entry["curve"]], style, marker="o", label=label)
-    if fixed:
-        pts = sorted((e["num_latent_tokens"], e["curve"][0]["psnr"], n) for n, e in fixed.items())
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "k*--", markersize=10, label="fixed-length models")
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="tokens decoded (k)", ylabel="held-out PSNR (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    def key_like(prefix: str) -> str | None:
+        for entry in entries.values():
+            for k in entry["curve"][0]:
+                if k.startswith(prefix):
+                    return k
+        return None
+
+    panels = [("psnr", "held-out PSNR (dB)")]
+    for prefix, label in (
+        ("rFID[", "rFID (the run's classifier)"),
+        ("probe_top1_concat", "probe top-1 (concat)"),
+    ):
+        key = key_like(prefix)
+        if key is not None:
+            panels.append((key, label))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
+        fixed = []
+        for name, entry in entries.items():
+            rows = [r for r in entry["curve"] if key in r]
+            if not rows:
+                continue
+            if entry["variable_length"] or entry.get("forced"):
+                style = ":" if entry.get("forced") else "-"
+                shown = f"{name} (prefixes forced)" if entry.get("forced") else name
+                ax.plot(
+                    [r["num_tokens"] for r in rows], [r[key] for r in rows], style, marker="o", label=shown
+                )
+            else:
+                fixed.append((entry["num_latent_tokens"], rows[0][key]))
+        if fixed:
+            fixed.sort()
+            ax.plot(
+                [f[0] for f in fixed],
+                [f[1] for f in fixed],
+                "k*--",
+                markersize=10,
+                label="fixed-length models",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="tokens decoded (k)", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

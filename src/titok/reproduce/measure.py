@@ -88,12 +88,25 @@ def reconstruction_metrics(
 
 
 def probe_metrics(
-    tokenizer: Tokenizer, train: DataSplit, val: DataSplit, image_size: int, num_classes: int
+    tokenizer: Tokenizer,
+    train: DataSplit,
+    val: DataSplit,
+    image_size: int,
+    num_classes: int,
+    num_tokens: int | None = None,
+    features: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
-    """Linear-probe top-1 on the frozen tokens, mean-pooled and concatenated."""
+    """Linear-probe top-1 on the frozen tokens (the first ``num_tokens`` of them; None: all),
+    mean-pooled and concatenated. ``features``: the (train, val) :func:`token_features`, if
+    already read."""
     _check_size(tokenizer, image_size)
-    train_x, train_y = token_features(tokenizer, train, batch_size=50, progress=False)
-    val_x, val_y = token_features(tokenizer, val, batch_size=50, progress=False)
+    if features is None:
+        features = (
+            token_features(tokenizer, train, batch_size=50, progress=False),
+            token_features(tokenizer, val, batch_size=50, progress=False),
+        )
+    (train_x, train_y), (val_x, val_y) = features
+    train_x, val_x = train_x[:, :num_tokens], val_x[:, :num_tokens]
     results: dict[str, float] = {}
     config = LinearProbeConfig(epochs=100, batch_size=256, optimizer="adamw", lr=1e-3, weight_decay=1e-4)
     for pool in ("mean", "concat"):

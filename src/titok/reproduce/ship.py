@@ -24,6 +24,32 @@ def _halve(folder: Path) -> None:
         save_file(half, weights)
 
 
+def ship_pair(
+    tokenizer_dir: str | Path,
+    generator_dir: str | Path,
+    dest: str | Path,
+    name: str,
+    source: dict,
+) -> list[Path]:
+    """Ship a tokenizer export and a generator export as the built-in models ``name`` (float16
+    weights, the generator naming its tokenizer by ``name``, ``source.json`` beside each)."""
+    from titok.models.generator import Generator
+    from titok.models.titok import TiTok
+
+    dest = Path(dest)
+    tok_dir, gen_dir = dest / "models" / name, dest / "generators" / name
+    TiTok.from_pretrained(tokenizer_dir).save_pretrained(tok_dir)
+    generator = Generator.from_pretrained(generator_dir)
+    generator.config.tokenizer = name
+    generator.save_pretrained(gen_dir)
+    for folder in (tok_dir, gen_dir):
+        _halve(folder)
+        (folder / "source.json").write_text(
+            json.dumps({**source, "weights_dtype": str(torch.float16)}, indent=2) + "\n"
+        )
+    return [tok_dir, gen_dir]
+
+
 def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the run's default tokenizer and 1D generator into ``dest`` (the package assets folder)."""
     from titok.models.generator import Generator
