@@ -227,3 +227,12 @@ def test_an_output_that_is_a_file_is_one_line(
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "taken.txt" in errors[0] and "Traceback" not in err, err
     assert target.read_text() == "keep me"
+
+
+def test_a_failed_reconstruct_leaves_no_empty_output_folder(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "new" / "out"
+    code, _, err = run(capsys, "reconstruct", str(bad), "-o", str(out))
+    assert code == 2 and "none of the input images could be read" in err
+    assert not (tmp_path / "new").exists()

@@ -24,8 +24,10 @@ from titok.cli.options import (
     ModelOpt,
     NumTokensOpt,
     PresetOpt,
+    make_folder,
     parse_device,
     parse_dtype,
+    remove_if_empty,
     resolve_model,
 )
 from titok.cli.progress import QuietOpt, progress_bar, say
@@ -138,7 +140,7 @@ def reconstruct(
     if strip and not lengths:
         typer.echo("no strips: this model was not trained on token prefixes", err=True)
     typer.echo(f"model: {desc}", err=True)
-    output.mkdir(parents=True, exist_ok=True)
+    created = make_folder(output)
     done, scores = 0, []
     with progress_bar(len(paths), "reconstruct", quiet) as bar:
         for batch_paths, images in _load_batches(paths, tok.config.image_size, batch_size, bar):
@@ -163,6 +165,7 @@ def reconstruct(
             done += len(batch_paths)
             bar.update(len(batch_paths))
     if not scores:
+        remove_if_empty(created)
         raise ImageError("none of the input images could be read")
     typer.echo(f"reconstructed {done} image(s) into {output}; mean PSNR {np.mean(scores):.2f} dB")
     if done < len(paths):

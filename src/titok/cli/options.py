@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -84,3 +85,21 @@ def resolve_model(spec: str | None, preset: str | None, device: torch.device) ->
         model = load_tokenizer(spec, preset=preset)
         note = spec
     return model.to(device), note
+
+
+def make_folder(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; returns the folders created, deepest first (for
+    :func:`remove_if_empty` when the command then fails)."""
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Remove the folders :func:`make_folder` created that are still empty (a failed command
+    leaves no empty output folder)."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
