@@ -101,3 +101,27 @@ def test_generator_makes_different_images_for_different_classes() -> None:
     off_diagonal = distances[~torch.eye(10, dtype=torch.bool)]
     # Every pair of classes differs by more than a few grey levels on average (a mean-image generator: 0).
     assert off_diagonal.min() / images[0].numel() ** 0.5 > 0.05, off_diagonal.min()
+
+
+def test_the_variable_length_model_reconstructs_every_prefix_to_its_reported_psnr(imagenette) -> None:
+    """``imagenette64-flex``: trained on token prefixes; PSNR rises with k as reported."""
+    folder = builtin_models_dir() / "imagenette64-flex"
+    source = json.loads((folder / "source.json").read_text())
+    model = titok.TiTok.from_pretrained("imagenette64-flex")
+    assert model.config.variable_length
+    split = DataSplit(str(imagenette), "val", 500, 0, 200)
+    images = torch.cat([b["image"] for b in split_batches(split, 64, 100, progress=False)])
+    tokens = model.encode(images)
+    measured = {k: float(psnr(model.decode(tokens[:, :k]), images).mean()) for k in (1, 8, 32)}
+    assert measured[1] < measured[8] < measured[32], measured
+    for k, value in measured.items():
+        assert value >= source["heldout_psnr_by_num_tokens"][str(k)] - 0.5, (k, measured)
+
+
+def test_the_variable_length_generator_samples_any_length() -> None:
+    gen = titok.Generator.from_pretrained("imagenette64-flex")
+    tok = titok.TiTok.from_pretrained(gen.config.tokenizer)
+    assert gen.config.variable_length and gen.config.tokenizer == "imagenette64-flex"
+    for k in (4, 32):
+        tokens = gen.generate(["golf ball", "church"], num_tokens=k, seed=0)
+        assert tokens.shape == (2, k) and tok.decode(tokens).shape == (2, 3, 64, 64)

@@ -235,7 +235,11 @@ def evaluate_reconstruction(
             tokens = model.encode(images.to(model.device), batch_size=len(images), dtype=dtype)
         else:
             tokens = model.encode(
-                images.to(model.device), batch_size=len(images), dtype=dtype, num_tokens=num_tokens
+                images.to(model.device),
+                batch_size=len(images),
+                dtype=dtype,
+                num_tokens=num_tokens,
+                force_prefix=force_prefix,
             )
         recon = decode_to_images(model, tokens, dtype, teacher, force_prefix).cpu()
         if counts is not None:
