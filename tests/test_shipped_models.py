@@ -71,6 +71,12 @@ def test_demo_reconstructs_and_generates_a_grid_per_class(tmp_path, monkeypatch)
     # A tokenizer trained on prefixes also gets its coarse-to-fine strips (original + k = 1, 2, ..., K).
     variable = titok.TiTok.from_pretrained("imagenette64").config.variable_length
     assert len(strips) == (2 if variable else 0)
+    # ... and the built-in variable-length model's strips: the original, then k = 1, 2, 4, 8, 16, 32.
+    flex_strips = sorted((out / "strips").glob("*_strip.png"))
+    assert len(flex_strips) == 2
+    from PIL import Image as _Image
+
+    assert _Image.open(flex_strips[0]).size == (7 * 64, 64)
     grid = out / "generated" / "grid.png"
     assert grid.is_file()
     from PIL import Image

@@ -17,8 +17,11 @@ from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
 from titok.cli.options import NumTokensOpt
 from titok.cli.progress import QuietOpt
-from titok.pretrained import builtin_generators_dir
+from titok.pretrained import builtin_generators_dir, builtin_models_dir
 from titok.samples import default_sample_data, extract_samples
+
+#: The built-in tokenizer trained on token prefixes, whose strips the demo also writes.
+FLEX_MODEL = "imagenette64-flex"
 
 
 def builtin_generator_installed() -> bool:
@@ -51,6 +54,13 @@ def demo(
     reconstruct(
         inputs, output=output / "reconstructions", model=model, num_tokens=num_tokens, strip=True, quiet=quiet
     )
+    flex = builtin_models_dir() / FLEX_MODEL
+    if model is None and flex.is_dir():
+        # The built-in model trained on token prefixes: the same images from 1, 2, 4, ..., 32 tokens.
+        typer.echo(
+            f"coarse-to-fine strips with {FLEX_MODEL} (the first k of its tokens, k = 1, 2, 4, ..., 32):"
+        )
+        reconstruct(inputs, output=output / "strips", model=FLEX_MODEL, strip=True, quiet=True)
     if per_class == 0:
         return
     if model is not None or not builtin_generator_installed():
