@@ -18,7 +18,7 @@ from titok.errors import TitokError
 #: Optional dependencies (top-level module names) and the extra of ``pyproject.toml`` that brings each.
 EXTRAS: dict[str, str] = {
     "accelerate": "train",
-    "braceexpand": "eval",
+    "braceexpand": "train",  # also in "eval"
     "tensorboard": "train",
     "scipy": "eval",
     "matplotlib": "demo",

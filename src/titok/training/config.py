@@ -450,8 +450,8 @@ def _check(recipe: Recipe) -> None:
         raise ConfigError(f"{src}: 'training.on_nonfinite' must be 'stop' or 'skip', got {t.on_nonfinite!r}")
     for key in ("learning_rate", "discriminator_learning_rate"):
         value = getattr(recipe.optimizer, key)
-        if not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"{src}: 'optimizer.{key}' must be a positive number, got {value}")
+        if not (value >= 0 and math.isfinite(value)):  # 0 is allowed: weights that must not move
+            raise ConfigError(f"{src}: 'optimizer.{key}' must be a number >= 0, got {value}")
     if not recipe.optimizer.embedding_lr_scale > 0:
         raise ConfigError(
             f"{src}: 'optimizer.embedding_lr_scale' must be > 0, got {recipe.optimizer.embedding_lr_scale}"
