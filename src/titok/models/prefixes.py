@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from titok.errors import TitokError
+
+
+def check_num_tokens(num_tokens: object, max_tokens: int) -> int:
+    """``num_tokens`` as a prefix length of a ``max_tokens``-token sequence: an int in [1, K], or a
+    :class:`TitokError` naming the range (the rule of ``TiTok`` and ``Generator`` alike)."""
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= max_tokens:
+        raise TitokError(f"num_tokens must be an integer in [1, {max_tokens}], got {num_tokens!r}")
+    return num_tokens
+
 
 def powers_of_two(num_tokens: int) -> list[int]:
     """1, 2, 4, ... below ``num_tokens``, then ``num_tokens`` itself: [1, 2, 4, ..., K].

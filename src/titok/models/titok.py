@@ -16,6 +16,7 @@ from titok.errors import TitokError
 from titok.images import ImageLike, to_batch
 from titok.models.centering import LatentCentering
 from titok.models.config import TiTokConfig
+from titok.models.prefixes import check_num_tokens
 from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 from titok.models.vit import TiTokDecoder, TiTokEncoder
 from titok.models.vqgan import VQGANDecoder
@@ -224,8 +225,7 @@ class TiTok(nn.Module):
         decoder of such a model was never shown a prefix and decodes one poorly.
         """
         k_max = self.config.num_latent_tokens
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= k_max:
-            raise TitokError(f"num_tokens must be an integer in [1, {k_max}], got {num_tokens!r}")
+        check_num_tokens(num_tokens, k_max)
         if num_tokens < k_max and not (self.config.variable_length or force_prefix):
             raise TitokError(
                 f"this model was trained on all {k_max} tokens only (config.variable_length is false), so a "

@@ -30,6 +30,7 @@ from titok.models.autocast_linears import LowPrecisionLinears
 from titok.models.generator.config import GeneratorConfig
 from titok.models.generator.presets import get_generator_preset
 from titok.models.generator.pretrained import drop_derived_buffers, find_generator
+from titok.models.prefixes import check_num_tokens
 from titok.precision import precision
 from titok.sampling import StepCallback, confidence_decode
 
@@ -207,11 +208,7 @@ class Generator(nn.Module):
             LongTensor [B, k] of codes.
         """
         k_max = self.config.seq_len
-        if num_tokens is not None and (
-            isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= k_max
-        ):
-            raise TitokError(f"num_tokens must be an integer in [1, {k_max}], got {num_tokens!r}")
-        k = num_tokens or k_max
+        k = k_max if num_tokens is None else check_num_tokens(num_tokens, k_max)
         seq_len = k if self.config.variable_length else k_max
         if labels is None:
             if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
