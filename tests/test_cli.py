@@ -189,6 +189,16 @@ def test_demo_data_option_and_environment_override_the_bundled_samples(
     assert sorted(p.name for p in (tmp_path / "b" / "inputs").iterdir()) == ["mine0.png", "mine1.png"]
 
 
+def test_a_failed_demo_leaves_no_output_folder(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "demo"
+    code, _, err = run(capsys, "demo", "-o", str(out), "-n", "2", "-m", "no-such-model", "--per-class", "0")
+    assert code == 2 and "no-such-model" in err
+    assert not out.exists(), "the copied inputs of a failed demo are removed"
+
+
 @pytest.mark.parametrize(
     ("argv", "wanted"),
     [

@@ -58,7 +58,13 @@ def test_generate_writes_pngs_and_grid(models, tmp_path, capsys):
         "grid.png",
     ]
     assert Image.open(out / "0000_tench_000.png").size == (32, 32)
-    assert Image.open(out / "grid.png").size == (64, 64)  # 2 classes (rows) x 2 images
+    grid = np.asarray(Image.open(out / "grid.png").convert("L"))
+    margin = grid.shape[1] - 64
+    assert grid.shape[0] == 64 and margin > 20  # 2 classes (rows) x 2 images, labels on the left
+    for row in range(2):  # each row's label is written in its own band of the margin
+        band = grid[row * 32 : (row + 1) * 32, :margin]
+        assert (band < 128).any(), f"row {row} has no label"
+    assert (grid[:, :margin] > 128).mean() > 0.7  # the margin is white around the text
     # Same seed, same images; a different seed gives different ones.
     again, other = tmp_path / "again", tmp_path / "other"
     assert (
@@ -83,7 +89,8 @@ def test_every_class_of_the_models_own_list_and_bf16(models, tmp_path, capsys):
         and names[9] == "0009_parachute_000.png"
         and names[1] == "0001_english-springer_000.png"
     )
-    assert Image.open(out / "grid.png").size == (32, 320)
+    width, height = Image.open(out / "grid.png").size
+    assert height == 320 and width > 32
 
 
 @pytest.mark.parametrize(
@@ -269,3 +276,33 @@ def test_unconditional_flag_samples_the_no_class_model(models, tmp_path, capsys)
     assert torch.allclose(saved.permute(2, 0, 1) / 255, image, atol=1 / 255 + 1e-6)
     code, err = run(["-m", str(models["gen"]), "--unconditional", "-c", "0", "-o", str(out)], capsys)
     assert code == 2 and "drop --class" in err
+
+
+def test_labelled_grid_keeps_the_images_and_names_the_rows() -> None:
+    from titok.cli.generate import labelled_grid, make_grid
+
+    images = torch.rand(4, 3, 16, 16)
+    grid = np.asarray(labelled_grid(images, ["golf ball", "tench"]))
+    plain = np.asarray(
+        Image.fromarray((make_grid(images, 2).permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+    )
+    assert grid.shape[0] == 32 and np.abs(grid[:, -32:].astype(int) - plain.astype(int)).max() <= 1
+    short = np.asarray(labelled_grid(images, ["a", "b"]))
+    assert short.shape[1] < grid.shape[1], "the margin follows the longest label"
+
+
+def test_a_failed_generate_leaves_no_output_folder(models, tmp_path, capsys, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(TiTok, "decode", broken)
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["generate", "-m", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(out)])
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    with pytest.raises(RuntimeError):
+        main(["generate", "-m", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(kept)])
+    assert (kept / "mine.txt").is_file(), "a folder that existed before is left alone"

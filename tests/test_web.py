@@ -338,7 +338,9 @@ def test_the_page_builds_with_working_and_with_broken_models() -> None:
     def texts(app: gr.Blocks) -> str:
         return "\n".join(str(b.value) for b in app.blocks.values() if isinstance(b, gr.Markdown))
 
-    working = texts(build_app(CountingLoaders().models()))
+    app = build_app(CountingLoaders().models())
+    assert app.delete_cache == (300, 900), "uploads must not stay on disk for the server's lifetime"
+    working = texts(app)
     assert "worth 16 tokens" in working and "Tokenizer: **tiny tokenizer**" in working
     assert "Generator: **tiny generator**, 3 classes" in working
     broken = texts(build_app(CountingLoaders(fail="tokenizer").models()))

@@ -3,7 +3,8 @@
 Reconstructs sample images with the default tokenizer (and, for a tokenizer trained on token
 prefixes, writes a coarse-to-fine strip per image: the reconstructions from 1, 2, 4, ..., K
 tokens) and, when the built-in generator is
-installed, generates a grid with one row per class.
+installed, generates a grid with one row per class. A demo that fails removes the output folder
+it created.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 
 from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
-from titok.cli.options import NumTokensOpt
+from titok.cli.options import NumTokensOpt, removed_on_failure
 from titok.cli.progress import QuietOpt
 from titok.pretrained import builtin_generators_dir, builtin_models_dir
 from titok.samples import default_sample_data, extract_samples
@@ -47,6 +48,19 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct sample images with the default model and write the results under OUTPUT."""
+    with removed_on_failure(output):
+        _demo(output, data, count, model, per_class, num_tokens, quiet)
+
+
+def _demo(
+    output: Path,
+    data: Path | None,
+    count: int,
+    model: str | None,
+    per_class: int,
+    num_tokens: int | None,
+    quiet: bool,
+) -> None:
     source = data or default_sample_data()
     inputs = extract_samples(source, output / "inputs", count)
     typer.echo(f"sample images: {len(inputs)} from {source}")

@@ -4,7 +4,7 @@ Classes are ids or names from the generator's own class list (``class_names`` of
 ImageNet-1k's for 1000-class models without one). The tokenizer is ``--tokenizer``, else the
 one the generator's config names (a relative path is also looked up beside the generator
 folder), else the tokenizer preset of the same name (``titok-l32`` decodes ``titok-l32``).
-Output: one PNG per image, ``<label>_<class>_<i>.png``, and ``grid.png`` with one row per class.
+Output: one PNG per image, ``<label>_<class>_<i>.png``, and ``grid.png`` with one row per class, each labelled with its class name.
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ from typing import Annotated
 
 import torch
 import typer
+from PIL import Image, ImageDraw, ImageFont
 
 from titok.class_names import IMAGENETTE_CLASSES, resolve_class
-from titok.cli.options import DeviceOpt, DtypeOpt, ForcePrefixOpt, parse_device, parse_dtype
+from titok.cli.options import (
+    DeviceOpt,
+    DtypeOpt,
+    ForcePrefixOpt,
+    parse_device,
+    parse_dtype,
+    removed_on_failure,
+)
 from titok.cli.progress import QuietOpt, progress_bar
 from titok.errors import TitokError
 from titok.images import tensor_to_pil
@@ -41,6 +49,24 @@ def make_grid(images: torch.Tensor, rows: int) -> torch.Tensor:
         r, col = divmod(i, cols)
         grid[:, r * h : (r + 1) * h, col * w : (col + 1) * w] = img
     return grid
+
+
+def labelled_grid(images: torch.Tensor, labels: list[str]) -> Image.Image:
+    """Images (N, 3, H, W), row-major with one row per entry of ``labels`` -> the grid of
+    :func:`make_grid` with each row's label written in a white margin on its left."""
+    grid = tensor_to_pil(make_grid(images, rows=len(labels)))
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [probe.textbbox((0, 0), label, font=font) for label in labels]
+    margin = max(box[2] for box in boxes) + 8
+    canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
+    canvas.paste(grid, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_height = grid.height // len(labels)
+    for row, (label, box) in enumerate(zip(labels, boxes, strict=True)):
+        top = row * row_height + (row_height - (box[3] - box[1])) // 2 - box[1]
+        draw.text((4, top), label, fill="black", font=font)
+    return canvas
 
 
 def class_list_of(generator: Generator) -> list[str]:
@@ -160,30 +186,32 @@ def generate(
         )
     if num_tokens is not None:
         tok.check_prefix(num_tokens, force_prefix)
-    output.mkdir(parents=True, exist_ok=True)
-    all_labels: list[int | None] = [y for y in labels for _ in range(num)]
-    rng = torch.Generator(device=dev)
-    rng.manual_seed(seed)
-    images = []
-    with progress_bar(len(all_labels), "generate", quiet) as bar:
-        for start in range(0, len(all_labels), batch_size):
-            chunk = all_labels[start : start + batch_size]
-            tokens = gen.generate(
-                None if unconditional else chunk,
-                num_steps=steps,
-                guidance_scale=guidance,
-                guidance_schedule=guidance_schedule,
-                randomize_temperature=temperature,
-                generator=rng,
-                num_samples=len(chunk) if unconditional else None,
-                dtype=dt,
-                num_tokens=num_tokens,
-            )
-            images.append(tok.decode(tokens, dtype=dt, force_prefix=force_prefix).cpu())
-            bar.update(len(chunk))
-    images_t = torch.cat(images)
-    for i, (label, img) in enumerate(zip(all_labels, images_t, strict=True)):
-        stem = "unconditional" if label is None else f"{label:04d}_{_slug(names[label])}"
-        tensor_to_pil(img).save(output / f"{stem}_{i % num:03d}.png")
-    tensor_to_pil(make_grid(images_t, rows=len(labels))).save(output / "grid.png")
+    with removed_on_failure(output):
+        output.mkdir(parents=True, exist_ok=True)
+        all_labels: list[int | None] = [y for y in labels for _ in range(num)]
+        rng = torch.Generator(device=dev)
+        rng.manual_seed(seed)
+        images = []
+        with progress_bar(len(all_labels), "generate", quiet) as bar:
+            for start in range(0, len(all_labels), batch_size):
+                chunk = all_labels[start : start + batch_size]
+                tokens = gen.generate(
+                    None if unconditional else chunk,
+                    num_steps=steps,
+                    guidance_scale=guidance,
+                    guidance_schedule=guidance_schedule,
+                    randomize_temperature=temperature,
+                    generator=rng,
+                    num_samples=len(chunk) if unconditional else None,
+                    dtype=dt,
+                    num_tokens=num_tokens,
+                )
+                images.append(tok.decode(tokens, dtype=dt, force_prefix=force_prefix).cpu())
+                bar.update(len(chunk))
+        images_t = torch.cat(images)
+        for i, (label, img) in enumerate(zip(all_labels, images_t, strict=True)):
+            stem = "unconditional" if label is None else f"{label:04d}_{_slug(names[label])}"
+            tensor_to_pil(img).save(output / f"{stem}_{i % num:03d}.png")
+        row_labels = ["unconditional" if y is None else names[y].split(",")[0] for y in labels]
+        labelled_grid(images_t, row_labels).save(output / "grid.png")
     typer.echo(f"wrote {len(all_labels)} images and grid.png ({len(labels)} rows) to {output}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -93,6 +96,20 @@ def make_folder(path: Path) -> list[Path]:
     created = [p for p in (path, *path.parents) if not p.exists()]
     path.mkdir(parents=True, exist_ok=True)
     return created
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """Run the block; if it fails and ``path`` did not exist before it, remove ``path`` (and the
+    parents it lacked) with all that the block wrote there: a failed command leaves no
+    half-written output folder."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        if missing and missing[-1].is_dir():  # the outermost folder the block created
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        raise
 
 
 def remove_if_empty(created: list[Path]) -> None:

@@ -15,6 +15,8 @@ model's resolution, no augmentation). Reported (keys of the result dict):
   (:mod:`titok.metrics.image_quality`, RGB, data range 1);
 * ``codebook_used_fraction``, ``codebook_perplexity``, ``codebook_entropy_bits``: usage of the
   codebook by all tokens of the split (VQ models only);
+* ``seam_score`` and ``seam_score_originals``: how much the decoder's block grid shows in the
+  reconstructions, and the same measure of the originals (:mod:`titok.metrics.seams`);
 * ``num_images``.
 
 The tokenizer is a TiTok or a 2D VQGAN seen as a token sequence
@@ -47,6 +49,7 @@ from titok.metrics import (
     token_counts,
     usage_from_counts,
 )
+from titok.metrics.seams import SeamScore
 from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
@@ -175,6 +178,13 @@ def decode_to_images(
     return model.decode(tokens, batch_size=max(len(tokens), 1), dtype=dtype, **extra)
 
 
+def _block_side(model: Tokenizer) -> int | None:
+    """Side of the blocks the model's decoder writes (TiTok: its patch; VQGAN: its downsampling)."""
+    config = getattr(model, "config", None)
+    side = getattr(config, "patch_size", None) or getattr(config, "downsample_factor", None)
+    return int(side) if side and side > 1 else None
+
+
 def evaluate_reconstruction(
     model: Tokenizer,
     split: DataSplit,
@@ -229,6 +239,9 @@ def evaluate_reconstruction(
     counts = None if model.is_vae else torch.zeros(model.codebook_size, dtype=torch.long)
     psnr_sum = ssim_sum = 0.0
     psnr_finite, count = 0, 0
+    patch = _block_side(model)
+    seams = SeamScore(patch) if patch else None
+    seams_originals = SeamScore(patch) if patch else None
     for batch in split_batches(split, model.image_size, batch_size, progress, desc="reconstruction"):
         images = batch["image"]
         if num_tokens is None:
@@ -250,6 +263,9 @@ def evaluate_reconstruction(
         psnr_finite += int(finite.sum())
         ssim_sum += float(ssim(recon, images).sum())
         count += len(images)
+        if seams is not None and seams_originals is not None:
+            seams.update(recon)
+            seams_originals.update(images)
         if recon_features is not None:
             recon_features.update(recon)
         if original_features is not None:
@@ -267,6 +283,9 @@ def evaluate_reconstruction(
         )
     results["PSNR"] = psnr_sum / psnr_finite if psnr_finite else math.inf
     results["SSIM"] = ssim_sum / count
+    if seams is not None and seams_originals is not None:
+        results["seam_score"] = seams.compute()
+        results["seam_score_originals"] = seams_originals.compute()
     if counts is not None:
         usage = usage_from_counts(counts)
         results["codebook_used_fraction"] = usage["used_fraction"]

@@ -5,6 +5,9 @@ The loss is named as in the TiTok training configs:
 * ``"lpips"``: LPIPS distance;
 * ``"convnext_s"``: MSE between ConvNeXt-S ImageNet logits of both images, resized to 224 px;
 * ``"lpips-convnext_s-A-B"``: ``(A * lpips + B * convnext) / (A + B)``;
+* ``"classifier"``: LPIPS-style distance on the feature maps of a classifier trained with
+  ``titok train classifier`` (``classifier_network``: its folder), the offline choice
+  (:mod:`titok.losses.classifier_distance`);
 * ``"none"``: no perceptual loss.
 
 Weights are read from an explicit path, else from ``<torch hub dir>/checkpoints/`` (where
@@ -37,6 +40,8 @@ from titok.losses.backbones import (
     load_convnext,
     load_vgg16_features,
 )
+from titok.losses.classifier_distance import ClassifierFeatureDistance
+from titok.models.classifier import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -218,10 +223,21 @@ class ConvNeXtLogitDistance(nn.Module):
         return F.mse_loss(self._logits(x), self._logits(y))
 
 
+def is_classifier_spec(spec: str) -> bool:
+    """Whether ``spec`` names the classifier-feature distance (``"classifier"``)."""
+    return spec.strip().lower() == "classifier"
+
+
+def uses_perceptual(spec: str) -> bool:
+    """Whether ``spec`` names any perceptual distance (not ``"none"``)."""
+    return parse_perceptual_spec(spec) != (None, None) or is_classifier_spec(spec)
+
+
 def parse_perceptual_spec(spec: str) -> tuple[float | None, float | None]:
-    """``spec`` -> (LPIPS weight, ConvNeXt weight); None where that backbone is unused."""
+    """``spec`` -> (LPIPS weight, ConvNeXt weight); None where that backbone is unused
+    (both None for ``"none"`` and ``"classifier"``)."""
     name = spec.strip().lower()
-    if name in ("", "none"):
+    if name in ("", "none", "classifier"):
         return None, None
     if name == "lpips":
         return 1.0, None
@@ -237,7 +253,7 @@ def parse_perceptual_spec(spec: str) -> tuple[float | None, float | None]:
             if w_lpips >= 0 and w_convnext >= 0 and w_lpips + w_convnext > 0:
                 return w_lpips, w_convnext
     raise ConfigError(
-        f"perceptual_loss: expected 'none', 'lpips', 'convnext_s' or 'lpips-convnext_s-A-B' "
+        f"perceptual_loss: expected 'none', 'lpips', 'convnext_s', 'classifier' or 'lpips-convnext_s-A-B' "
         f"(A, B >= 0 weights), got {spec!r}"
     )
 
@@ -259,6 +275,7 @@ class PerceptualLoss(nn.Module):
         allow_missing: bool = False,
         download: bool = True,
         convnext_model: ConvNeXt | None = None,
+        classifier_network: str | os.PathLike[str] | None = None,
     ) -> None:
         """
         Args:
@@ -269,12 +286,21 @@ class PerceptualLoss(nn.Module):
             allow_missing: drop a backbone without weights (one warning) instead of raising.
             download: try to download weights not found locally.
             convnext_model: the ConvNeXt to use (default ConvNeXt-S); another size needs matching weights.
+            classifier_network: folder of the classifier of the ``"classifier"`` spec.
         """
         super().__init__()
         self.spec = spec
         self.weight_lpips, self.weight_convnext = parse_perceptual_spec(spec)
         self.lpips: LPIPS | None = None
         self.convnext: ConvNeXtLogitDistance | None = None
+        self.classifier: ClassifierFeatureDistance | None = None
+        if is_classifier_spec(spec):
+            if classifier_network is None:
+                raise ConfigError(
+                    "perceptual_loss 'classifier' needs losses.perceptual_network: the folder of a "
+                    "classifier trained with `titok train classifier`"
+                )
+            self.classifier = ClassifierFeatureDistance(load_classifier(classifier_network))
 
         if self.weight_lpips is not None:
             vgg = find_weights(VGG16_WEIGHTS, lpips_vgg_weights, download)
@@ -311,7 +337,7 @@ class PerceptualLoss(nn.Module):
     @property
     def active(self) -> bool:
         """Whether any backbone contributes."""
-        return self.lpips is not None or self.convnext is not None
+        return self.lpips is not None or self.convnext is not None or self.classifier is not None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Perceptual distance of (B, 3, H, W) images in [0, 1], averaged over the batch."""
@@ -325,5 +351,9 @@ class PerceptualLoss(nn.Module):
             value = self.convnext(x, y)
             parts["convnext"] = value.detach()
             loss = loss + self.weight_convnext * value
+        if self.classifier is not None:
+            value = self.classifier(x, y).mean()
+            parts["classifier"] = value.detach()
+            return value, parts
         denominator = (self.weight_lpips or 0.0) + (self.weight_convnext or 0.0)
         return (loss / denominator if denominator > 0 else loss), parts

@@ -30,7 +30,12 @@ from torch import nn
 from titok.errors import ConfigError
 from titok.losses.adversarial import LeCamEMA, frozen_parameters, hinge_d_loss, hinge_g_loss
 from titok.losses.discriminator import BLUR_KERNELS, NLayerDiscriminator
-from titok.losses.perceptual import PerceptualLoss, parse_perceptual_spec
+from titok.losses.perceptual import (
+    PerceptualLoss,
+    is_classifier_spec,
+    parse_perceptual_spec,
+    uses_perceptual,
+)
 
 
 @dataclass
@@ -40,7 +45,9 @@ class LossConfig:
     Attributes:
         reconstruction_loss: "l2" (mean squared error) or "l1".
         reconstruction_weight: weight of the pixel reconstruction term.
-        perceptual_loss: "convnext_s", "lpips", "lpips-convnext_s-A-B" or "none".
+        perceptual_loss: "convnext_s", "lpips", "lpips-convnext_s-A-B", "classifier" (offline:
+            the feature maps of ``perceptual_network``) or "none".
+        perceptual_network: folder of the classifier that the "classifier" distance reads.
         perceptual_weight: weight of the perceptual term.
         quantizer_weight: weight of the quantizer (codebook + commitment) loss.
         discriminator_start: first global step with a GAN term and discriminator training.
@@ -61,6 +68,7 @@ class LossConfig:
     reconstruction_weight: float = 1.0
     perceptual_loss: str = "convnext_s"
     perceptual_weight: float = 0.1
+    perceptual_network: str | None = None
     quantizer_weight: float = 0.0
     discriminator_start: int = 20_000
     discriminator_factor: float = 1.0
@@ -85,6 +93,11 @@ class LossConfig:
                 f"losses.reconstruction_loss: expected 'l1' or 'l2', got {self.reconstruction_loss!r}"
             )
         parse_perceptual_spec(self.perceptual_loss)
+        if is_classifier_spec(self.perceptual_loss) and not self.perceptual_network:
+            raise ConfigError(
+                "losses.perceptual_loss 'classifier' needs losses.perceptual_network: the folder of a "
+                "classifier trained with `titok train classifier`"
+            )
         for name in (
             "reconstruction_weight",
             "perceptual_weight",
@@ -162,7 +175,7 @@ class Stage2Loss(nn.Module):
         super().__init__()
         self.config = config = config or LossConfig()
         self.perceptual: PerceptualLoss | None = None
-        if config.perceptual_weight > 0 and parse_perceptual_spec(config.perceptual_loss) != (None, None):
+        if config.perceptual_weight > 0 and uses_perceptual(config.perceptual_loss):
             self.perceptual = PerceptualLoss(
                 config.perceptual_loss,
                 lpips_vgg_weights=config.lpips_vgg_weights,
@@ -170,6 +183,7 @@ class Stage2Loss(nn.Module):
                 convnext_weights=config.convnext_weights,
                 allow_missing=config.allow_missing,
                 download=config.download_weights,
+                classifier_network=config.perceptual_network,
             )
         self.lecam = LeCamEMA(config.lecam_ema_decay) if config.lecam_regularization_weight > 0 else None
 

@@ -166,16 +166,29 @@ class Classifier(nn.Module):
     def feature_dim(self) -> int:
         return self.config.widths[-1]
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> pooled penultimate activations [B, widths[-1]]."""
+    def _normalised(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {list(images.shape)}")
         x = images.to(self.head.weight.dtype)
         size = self.config.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
-        return self.stages(self.stem(x)).mean(dim=(2, 3))
+        return (x - self.mean) / self.std
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> pooled penultimate activations [B, widths[-1]]."""
+        return self.stages(self.stem(self._normalised(images))).mean(dim=(2, 3))
+
+    def feature_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Images (B, 3, H, W) in [0, 1] -> the stem's and each stage's activations, fine to
+        coarse: [(B, widths[0], H/s, W/s), (B, widths[0], ...), (B, widths[1], ...), ...] (the
+        taps of a perceptual distance, :mod:`titok.losses.classifier_distance`)."""
+        x = self.stem(self._normalised(images))
+        maps = [x]
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, 3, H, W) in [0, 1] -> (features [B, D], logits [B, num_classes])."""

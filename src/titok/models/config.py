@@ -57,6 +57,9 @@ class TiTokConfig:
         hidden_tail: how the decoder hides the tokens after a prefix: "remove" (absent from its
             input) or "token" (a learned ``decoder.tail_token`` in their place; only with
             ``variable_length``). See :class:`titok.models.vit.TiTokDecoder`.
+        refine_channels: 0 (the authors' models) or the hidden channels of a residual convolutional
+            refinement after the "pixels" head (:class:`titok.models.refiner.ConvRefiner`), added
+            for decoder fine-tuning; it starts as the identity.
         decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
             initialisation; None: ``init_std``. Both are knobs for studying how fast a small
             model leaves the mean-image plateau (docs/reproduce.md); larger values did not make
@@ -88,6 +91,7 @@ class TiTokConfig:
     decoder_embed_init_std: float | None = None
     variable_length: bool = False
     hidden_tail: str = "remove"
+    refine_channels: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_decoder, dict):
@@ -118,6 +122,12 @@ class TiTokConfig:
             raise ConfigError(f"hidden_tail: expected one of {HIDDEN_TAILS}, got {self.hidden_tail!r}")
         if self.hidden_tail == "token" and not self.variable_length:
             raise ConfigError("hidden_tail 'token' is for variable-length models (variable_length: true)")
+        if self.refine_channels < 0:
+            raise ConfigError(f"refine_channels must be >= 0, got {self.refine_channels}")
+        if self.refine_channels and self.decoder_head != "pixels":
+            raise ConfigError(
+                f"refine_channels is for the 'pixels' decoder head, got decoder_head {self.decoder_head!r}"
+            )
         if self.decoder_head not in DECODER_HEADS:
             raise ConfigError(f"decoder_head: expected one of {DECODER_HEADS}, got {self.decoder_head!r}")
         for side in ("encoder", "decoder"):

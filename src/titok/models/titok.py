@@ -18,6 +18,7 @@ from titok.models.centering import LatentCentering
 from titok.models.config import TiTokConfig
 from titok.models.prefixes import check_num_tokens
 from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
+from titok.models.refiner import ConvRefiner
 from titok.models.vit import TiTokDecoder, TiTokEncoder
 from titok.models.vqgan import VQGANDecoder
 from titok.precision import precision
@@ -111,6 +112,7 @@ class TiTok(nn.Module):
                 c.num_proxy_codes, c.pixel_decoder.z_channels, use_l2_norm=False
             )
             self.pixel_decoder = VQGANDecoder(c.pixel_decoder)
+        self.refiner = ConvRefiner(c.refine_channels) if c.refine_channels else None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -187,6 +189,8 @@ class TiTok(nn.Module):
                 "nchw,cd->ndhw", out.float().softmax(dim=1), self.pixel_quantize.embedding.weight.float()
             )
             out = self.pixel_decoder(codes.to(out.dtype))
+        elif self.refiner is not None:
+            out = self.refiner(out)
         return out
 
     def forward(self, images: torch.Tensor, lengths: torch.Tensor | None = None) -> TiTokOutput:

@@ -38,6 +38,9 @@ log = logging.getLogger("titok.web")
 IMAGE_HEIGHT = 280
 #: Largest upload the server accepts.
 MAX_FILE_SIZE = "50mb"
+#: Gradio's upload and result cache: every 5 minutes, files older than 15 minutes are deleted (an
+#: upload is otherwise kept on disk for as long as the server runs).
+CACHE_CLEANUP = (300, 900)
 
 CSS = """
 .titok-grid { border-collapse: collapse; font-family: ui-monospace, monospace; font-size: 13px; }
@@ -443,12 +446,13 @@ def _generate_tab(models: SharedModels, num_tokens: int) -> None:
 
 
 def build_app(models: SharedModels) -> gr.Blocks:
-    """The page, over ``models`` (loaded here if they are not yet). Turns Gradio's analytics off."""
+    """The page, over ``models`` (loaded here if they are not yet). Turns Gradio's analytics off
+    and has its file cache cleaned (:data:`CACHE_CLEANUP`)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by Gradio at each report
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     samples = _sample_paths()
     header, num_tokens, codebook_size = _header(models)
-    with gr.Blocks(title="TiTok", analytics_enabled=False) as app:
+    with gr.Blocks(title="TiTok", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(header)
         with gr.Tab("Reconstruct", elem_id="tab-reconstruct"):
             _reconstruct_tab(models, samples, num_tokens, codebook_size)
@@ -485,4 +489,4 @@ def serve(models: SharedModels, host: str = "127.0.0.1", port: int = 7860) -> gr
     return app
 
 
-__all__ = ["CSS", "MAX_FILE_SIZE", "build_app", "error_markdown", "page_errors", "serve"]
+__all__ = ["CACHE_CLEANUP", "CSS", "MAX_FILE_SIZE", "build_app", "error_markdown", "page_errors", "serve"]

@@ -1,11 +1,14 @@
 """``titok train stage2``: the decoder of a stage-1 TiTok learns to produce pixels.
 
-The model starts from ``init_from`` (a stage-1 export folder, or a weights file with
-``model.preset``), with the teacher VQGAN's codebook in ``pixel_quantize`` and its decoder in
-``pixel_decoder`` (the "vqgan" head). Encoder, latent tokens and quantizer are frozen (their
-codes do not change); the decoder, ``pixel_quantize`` and ``pixel_decoder`` are trained with
-L2 + perceptual + GAN losses (:mod:`titok.training.tasks.adversarial`). An ``init_from`` that
-already has the "vqgan" head continues its stage-2 training and needs no teacher.
+The model starts from ``init_from`` (a stage-1 export folder, a built-in model name, or a
+weights file with ``model.preset``), with the teacher VQGAN's codebook in ``pixel_quantize`` and
+its decoder in ``pixel_decoder`` (the "vqgan" head). Encoder, latent tokens and quantizer are
+frozen (their codes do not change); the decoder, ``pixel_quantize`` and ``pixel_decoder`` are
+trained with L2 + perceptual + GAN losses (:mod:`titok.training.tasks.adversarial`). An
+``init_from`` that already has the "vqgan" head continues its stage-2 training and needs no
+teacher. One with the "pixels" head (a single-stage model such as the built-in ``imagenette64``)
+has its ViT decoder fine-tuned to pixels the same way: the paper's "decoder fine-tuning", its
+tokens unchanged; ``model.refine_channels`` adds a convolutional refinement after the head.
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ def freeze_tokenizer(model: TiTok) -> None:
     model.latent_tokens.requires_grad_(False)
 
 
-def with_new_tail_token(model: TiTok, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` plus ``model``'s freshly initialised ``decoder.tail_token`` where ``state`` has none
-    (a fixed-length stage-1 model fine-tuned on prefixes with ``hidden_tail: token``)."""
+#: Parameters that decoder fine-tuning may add to a trained model, with their fresh initialisation.
+NEW_PART_PREFIXES = ("decoder.tail_token", "refiner.")
+
+
+def with_new_parts(model: TiTok, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` plus ``model``'s freshly initialised parts that ``state`` lacks: the
+    ``decoder.tail_token`` (a fixed-length model fine-tuned on prefixes with ``hidden_tail:
+    token``) and the ``refiner`` (``model.refine_channels``, which starts as the identity)."""
     state = dict(state)
-    if model.decoder.tail_token is not None and "decoder.tail_token" not in state:
-        state["decoder.tail_token"] = model.decoder.tail_token.detach().clone()
+    for name, value in model.state_dict().items():
+        if name not in state and name.startswith(NEW_PART_PREFIXES):
+            state[name] = value.detach().clone()
     return state
 
 
@@ -63,11 +72,11 @@ class Stage2Task(TiTokPixelTask):
         if recipe.prefix.enabled:
             overrides["variable_length"] = True
         head = init.config.decoder_head
-        if head == "vqgan":
+        if head in ("vqgan", "pixels"):
             model = init
             if overrides:
                 model = TiTok(dataclasses.replace(init.config, **overrides))
-                load_strict(model, with_new_tail_token(model, init.state_dict()), str(recipe.init_from))
+                load_strict(model, with_new_parts(model, init.state_dict()), str(recipe.init_from))
         elif head == "proxy":
             teacher = load_teacher(recipe)
             tcfg = teacher.config
@@ -84,14 +93,14 @@ class Stage2Task(TiTokPixelTask):
             except ConfigError as exc:
                 raise ConfigError(f"{recipe.source}: stage-1 model and teacher do not fit: {exc}") from None
             model = TiTok(cfg)
-            state = with_new_tail_token(model, init.state_dict())
+            state = with_new_parts(model, init.state_dict())
             state["pixel_quantize.embedding.weight"] = teacher.quantize.embedding.weight.detach().cpu()
             state.update({f"pixel_decoder.{k}": v.cpu() for k, v in teacher.decoder.state_dict().items()})
             load_strict(model, state, f"{recipe.init_from} + teacher {recipe.teacher}")
         else:
             raise ConfigError(
                 f"{recipe.source}: init_from {recipe.init_from} has the {head!r} head; stage 2 starts from a "
-                "stage-1 ('proxy' head) tokenizer"
+                "stage-1 ('proxy' head) or a pixel ('vqgan', 'pixels' head) tokenizer"
             )
         freeze_tokenizer(model)
         self.image_size = model.config.image_size

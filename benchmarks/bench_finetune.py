@@ -1,0 +1,140 @@
+"""Decoder fine-tuning against images seen: PSNR, SSIM, rFID and the seam score on held-out images.
+
+For each ``titok train stage2`` run folder, measures every checkpoint (and the export) on the 500
+images the recipes hold out (seed 0, 64 px), beside the tokenizer it started from (step 0). rFID
+is computed with the evaluation classifier (``--classifier``, the run's ``imagenette64-resnet``)
+and, with ``--also``, with further feature networks: the perceptual loss's own classifier shows
+how much of a gain is the loss reading its own network. Prints one JSON line per measurement,
+merges them into ``benchmarks/results/finetune.json`` and, with ``--plot``, draws the curves.
+
+Usage::
+
+    python benchmarks/bench_finetune.py runs/finetune/full runs/finetune/nogan \\
+        --classifier runs/builtin-flex/classifier --also runs/finetune/perceptual-net \\
+        --plot docs/results/finetune/curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from titok.checkpoints import load_strict, read_state_dict
+from titok.evaluation.reconstruction import DataSplit, evaluate_reconstruction
+from titok.models.classifier import load_classifier
+from titok.models.titok import TiTok
+from titok.reproduce.measure import real_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "finetune.json"
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
+
+
+def run_models(run: Path) -> tuple[dict, list[tuple[int, TiTok]]]:
+    """(recipe, [(step, model)]) of a stage-2 run: the starting tokenizer and each checkpoint."""
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    base = TiTok.from_pretrained(recipe["init_from"])
+    overrides = {k: v for k, v in (recipe.get("model") or {}).items() if k != "preset"}
+    config = dataclasses.replace(base.config, **overrides)
+    models = [(0, base)]
+    steps = sorted(
+        (int(m[1]), p) for p in run.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / "meta.json").is_file()
+    )
+    for step, folder in steps:
+        model = TiTok(config)
+        load_strict(model, read_state_dict(folder / "model.safetensors"), str(folder))
+        models.append((step, model))
+    return recipe, models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imagenette"))
+    parser.add_argument("--holdout", type=int, default=500)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "builtin-flex" / "classifier")
+    parser.add_argument("--also", type=Path, nargs="*", default=[], help="more feature networks for rFID")
+    parser.add_argument("--every", type=int, default=1, help="measure every N-th checkpoint (and the last)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--plot", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    split = DataSplit(args.data, "val", args.holdout, 0, args.images)
+    networks = [load_classifier(p).eval() for p in [args.classifier, *args.also]]
+    references = {net.name: real_summary(net, split, 64).stats for net in networks}
+    for run in args.runs:
+        recipe, models = run_models(run)
+        batch = int(recipe["training"]["batch_size"])
+        rows = []
+        chosen = [m for i, m in enumerate(models) if i % args.every == 0 or i == len(models) - 1]
+        for step, model in chosen:
+            model.eval()
+            start = time.perf_counter()
+            row: dict = {"step": step, "images_seen": step * batch}
+            for index, net in enumerate(networks):
+                metrics = evaluate_reconstruction(
+                    model, split, net, batch_size=50, reference=references[net.name], progress=False
+                )
+                row[f"rFID[{net.name}]"] = metrics[f"rFID[{net.name}]"]
+                if index == 0:
+                    for key in ("PSNR", "SSIM", "seam_score", "seam_score_originals"):
+                        row[key] = metrics[key]
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            print(json.dumps({"run": run.name, **{k: round(v, 4) for k, v in row.items()}}), flush=True)
+        results[run.name] = {
+            "source": str(run),
+            "init_from": recipe["init_from"],
+            "model": recipe.get("model"),
+            "losses": recipe.get("losses"),
+            "optimizer": recipe.get("optimizer"),
+            "max_train_steps": recipe["training"]["max_train_steps"],
+            "batch_size": batch,
+            "heldout_images": args.images,
+            "curve": rows,
+            "torch": torch.__version__,
+        }
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(results, indent=2) + "\n")
+    if args.plot is not None:
+        plot({run.name: results[run.name] for run in args.runs}, args.plot, networks[0].name)
+
+
+def plot(entries: dict[str, dict], path: Path, network: str) -> None:
+    """PSNR, rFID[network] and the seam score against images seen, a line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("PSNR", "held-out PSNR (dB)"), (f"rFID[{network}]", f"rFID [{network}]"), ("seam_score", "seam score")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, entry in entries.items():
+        curve = entry["curve"]
+        for ax, (key, _) in zip(axes, keys, strict=True):
+            ax.plot([r["images_seen"] for r in curve], [r[key] for r in curve], marker="o", label=name)
+    first = next(iter(entries.values()))["curve"][0]
+    axes[2].axhline(first["seam_score_originals"], color="grey", linestyle="--", label="originals")
+    for ax, (_, label) in zip(axes, keys, strict=True):
+        ax.set_xlabel("images seen in fine-tuning")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[2].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

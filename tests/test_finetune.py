@@ -1,0 +1,167 @@
+"""Decoder fine-tuning pieces: the seam score, the classifier perceptual distance, the
+convolutional refiner, and stage 2 on a pixel-head (single-stage) tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from titok.errors import ConfigError
+from titok.losses import PerceptualLoss
+from titok.losses.classifier_distance import ClassifierFeatureDistance
+from titok.losses.reconstruction import LossConfig, Stage2Loss
+from titok.metrics.seams import SeamScore, seam_score
+from titok.models.classifier import Classifier, ClassifierConfig
+from titok.models.config import TiTokConfig
+from titok.models.refiner import ConvRefiner
+from titok.models.titok import TiTok
+from titok.training import load_recipe, make_task, train
+
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
+
+
+def _smooth(n: int = 4, size: int = 32) -> torch.Tensor:
+    low = torch.rand(n, 3, 5, 5)  # 5 knots over 32 px: no structure aligned with 8 px blocks
+    return torch.nn.functional.interpolate(low, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------- seam score
+
+
+def test_seam_score_is_about_one_without_blocks_and_high_with_them() -> None:
+    assert seam_score(_smooth(), 8) == pytest.approx(1.0, abs=0.1)
+    blocks = torch.rand(2, 3, 4, 4).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    assert seam_score(blocks + 0.01 * torch.rand(2, 3, 32, 32), 8) > 10
+
+
+def test_seam_score_counts_only_the_block_borders() -> None:
+    # A single vertical edge between columns 7 and 8 (a border for patch 8, inside a block for 16).
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 8:] = 1.0
+    image = image + 0.001 * torch.arange(32.0)  # a small ramp so the inside steps are not zero
+    assert seam_score(image, 8) > 50
+    assert seam_score(image, 16) < 1.0  # for 16 px blocks the edge is inside one
+
+
+def test_seam_score_accumulates_over_batches_and_validates() -> None:
+    images = _smooth(6)
+    whole = seam_score(images, 8)
+    acc = SeamScore(8)
+    acc.update(images[:2])
+    acc.update(images[2:])
+    assert acc.compute() == pytest.approx(whole, rel=1e-5)
+    assert SeamScore(8).compute() != SeamScore(8).compute()  # NaN before any update
+    with pytest.raises(ValueError, match="at least 2"):
+        SeamScore(1)
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        acc.update(torch.rand(3, 8, 8))
+
+
+# ---------------------------------------------------------------------------- classifier distance
+
+
+def _classifier() -> Classifier:
+    return Classifier(ClassifierConfig(name="tiny", image_size=32, widths=(8, 16), num_classes=2)).eval()
+
+
+def test_classifier_distance_is_zero_on_equal_images_and_has_gradients() -> None:
+    distance = ClassifierFeatureDistance(_classifier())
+    x, y = _smooth(), _smooth()
+    assert torch.allclose(distance(x, x), torch.zeros(4), atol=1e-6)
+    x = x.requires_grad_(True)
+    d = distance(x, y)
+    assert d.shape == (4,) and (d > 0).all()
+    d.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in distance.parameters())
+    distance.train()
+    assert not distance.classifier.training  # BatchNorm keeps its running statistics
+    with pytest.raises(ValueError, match="taps"):
+        ClassifierFeatureDistance(_classifier(), taps=(5,))
+
+
+def test_classifier_perceptual_loss_reads_a_saved_network(tmp_path: Path) -> None:
+    folder = _classifier().save_pretrained(tmp_path / "net")
+    loss = PerceptualLoss("classifier", classifier_network=folder)
+    assert loss.active
+    value, parts = loss(_smooth(), _smooth())
+    assert value > 0 and set(parts) == {"classifier"}
+    stage2 = Stage2Loss(LossConfig(perceptual_loss="classifier", perceptual_network=str(folder)))
+    assert stage2.perceptual is not None and stage2.perceptual.classifier is not None
+    with pytest.raises(ConfigError, match="perceptual_network"):
+        LossConfig(perceptual_loss="classifier")
+
+
+# ---------------------------------------------------------------------------- refiner
+
+
+def _tiny_pixels_config(**overrides: object) -> TiTokConfig:
+    base = dict(
+        image_size=32, patch_size=8, encoder_width=32, encoder_depth=1, encoder_heads=2,
+        decoder_width=32, decoder_depth=1, decoder_heads=2, num_latent_tokens=4,
+        codebook_size=16, decoder_head="pixels",
+    )  # fmt: skip
+    return TiTokConfig(**{**base, **overrides})
+
+
+def test_refiner_starts_as_the_identity_and_needs_the_pixels_head() -> None:
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(ConvRefiner(8)(x), x)
+    plain = TiTok(_tiny_pixels_config()).eval()
+    refined = TiTok(_tiny_pixels_config(refine_channels=8)).eval()
+    state = plain.state_dict()
+    state.update({k: v for k, v in refined.state_dict().items() if k.startswith("refiner.")})
+    refined.load_state_dict(state)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(plain(images).decoded, refined(images).decoded)
+    with pytest.raises(ConfigError, match="refine_channels"):
+        _tiny_pixels_config(refine_channels=8, decoder_head="proxy")
+    with pytest.raises(ConfigError, match="refine_channels"):
+        _tiny_pixels_config(refine_channels=-1)
+
+
+# ---------------------------------------------------------------------------- stage 2 on a pixels head
+
+
+def test_stage2_fine_tunes_a_single_stage_decoder_with_a_new_refiner(pictures: Path, tmp_path: Path) -> None:
+    start = TiTok(_tiny_pixels_config(image_size=16, patch_size=4))
+    start_dir = start.save_pretrained(tmp_path / "start")
+    net = Classifier(ClassifierConfig(name="tiny", image_size=16, widths=(8, 16), num_classes=2))
+    net_dir = net.save_pretrained(tmp_path / "net")
+    recipe = load_recipe(
+        RECIPES / "imagenette64_finetune.yaml",
+        [
+            f"init_from={start_dir}",
+            f"data.train={pictures}",
+            "data.image_size=16",
+            "data.holdout=0",
+            "data.augment=false",
+            "model.refine_channels=4",
+            f"losses.perceptual_network={net_dir}",
+            "losses.discriminator_start=2",
+            "training.batch_size=4",
+            "training.max_train_steps=4",
+            "lr_scheduler.warmup_steps=1",
+            "experiment.progress_bar=false",
+            "experiment.image_every=0",
+            "experiment.log_every=1",
+            "experiment.save_every=4",
+        ],
+        mode="stage2",
+    )
+    result = train(make_task(recipe), output_dir=tmp_path / "run")
+    assert "gan_raw" in result.history[-1] and "discriminator/hinge" in result.history[-1]
+    assert result.history[0]["perceptual"] > 0
+    end = TiTok.from_pretrained(result.export_dir)
+    assert end.config.refine_channels == 4 and end.config.decoder_head == "pixels"
+    before, after = start.state_dict(), end.state_dict()
+    for name, value in before.items():
+        if name.startswith(("encoder.", "quantize.", "latent_tokens")):
+            assert torch.equal(after[name], value), f"frozen {name} changed"
+    assert any(not torch.equal(after[n], before[n]) for n in before if n.startswith("decoder."))
+    assert after["refiner.conv_out.weight"].abs().sum() > 0, "the refiner did not train"
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(start.eval().encode(images), end.eval().encode(images)), "the tokens changed"
