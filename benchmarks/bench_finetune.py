@@ -45,7 +45,9 @@ def run_models(run: Path) -> tuple[dict, list[tuple[int, TiTok]]]:
     config = dataclasses.replace(base.config, **overrides)
     models = [(0, base)]
     steps = sorted(
-        (int(m[1]), p) for p in run.iterdir() if (m := _CHECKPOINT.match(p.name)) and (p / "meta.json").is_file()
+        (int(m[1]), p)
+        for p in run.iterdir()
+        if (m := _CHECKPOINT.match(p.name)) and (p / "meta.json").is_file()
     )
     for step, folder in steps:
         model = TiTok(config)
@@ -55,7 +57,9 @@ def run_models(run: Path) -> tuple[dict, list[tuple[int, TiTok]]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "imagenette"))
     parser.add_argument("--holdout", type=int, default=500)
@@ -117,7 +121,11 @@ def plot(entries: dict[str, dict], path: Path, network: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("PSNR", "held-out PSNR (dB)"), (f"rFID[{network}]", f"rFID [{network}]"), ("seam_score", "seam score")]
+    keys = [
+        ("PSNR", "held-out PSNR (dB)"),
+        (f"rFID[{network}]", f"rFID [{network}]"),
+        ("seam_score", "seam score"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, entry in entries.items():
         curve = entry["curve"]
