@@ -70,6 +70,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="write the bundled photographs: original | starting tokenizer | each run's last checkpoint",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
@@ -112,6 +118,27 @@ def main() -> None:
         args.results.write_text(json.dumps(results, indent=2) + "\n")
     if args.plot is not None:
         plot({run.name: results[run.name] for run in args.runs}, args.plot, networks[0].name)
+    if args.samples is not None:
+        lasts = [run_models(run)[1] for run in args.runs]
+        samples_figure([lasts[0][0][1], *(models[-1][1] for models in lasts)], args.samples)
+
+
+def samples_figure(models: list[TiTok], path: Path) -> None:
+    """A row per bundled photograph: the 64 px input, then each model's reconstruction (2x, nearest)."""
+    from titok.images import open_image, pil_to_tensor, resize_center_crop, tensor_to_pil
+    from titok.samples import bundled_samples_dir
+
+    rows = []
+    for photo in sorted(bundled_samples_dir().glob("*.jpg")):
+        image = pil_to_tensor(resize_center_crop(open_image(photo), 64))[None]
+        with torch.no_grad():
+            outs = [m.eval().reconstruct(image).clamp(0, 1) for m in models]
+        rows.append(torch.cat([image, *outs], dim=3))
+    grid = torch.cat(rows, dim=2)[0]
+    grid = grid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor_to_pil(grid).save(path)
+    print(f"wrote {path}")
 
 
 def plot(entries: dict[str, dict], path: Path, network: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,29 @@ def reference() -> dict:
     return json.loads(REFERENCE.read_text())
 
 
+#: Set to 1 to run the suite on the synthetic stand-in even where the shared data exists (what a
+#: fresh clone runs).
+SYNTHETIC = os.environ.get("TITOK_TEST_SYNTHETIC_DATA") == "1"
+
+
 @pytest.fixture(scope="session")
-def imagenette() -> Path:
-    if not IMAGENETTE.is_dir():
-        pytest.skip(f"shared data not found: {IMAGENETTE}")
+def real_imagenette() -> Path:
+    """The shared Imagenette shards, for tests of what the real images give (figures, the shipped
+    models' reported quality); skipped where they are absent."""
+    if SYNTHETIC or not IMAGENETTE.is_dir():
+        pytest.skip(f"needs the real Imagenette shards at {IMAGENETTE}")
     return IMAGENETTE
+
+
+@pytest.fixture(scope="session")
+def imagenette(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Imagenette-shaped shards for tests of mechanics: the shared data where present, else a
+    synthetic stand-in in the same layout (:mod:`tests.synthetic_data`)."""
+    if IMAGENETTE.is_dir() and not SYNTHETIC:
+        return IMAGENETTE
+    from tests.synthetic_data import make_imagenette_like
+
+    return make_imagenette_like(tmp_path_factory.mktemp("imagenette", numbered=False))
 
 
 @pytest.fixture(autouse=True)

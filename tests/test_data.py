@@ -29,12 +29,8 @@ from titok.images import pil_to_tensor
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CIFAR = SHARED / "cifar10"
-IMAGENETTE = SHARED / "imagenette"
 needs_cifar = pytest.mark.skipif(
     not (CIFAR / "test-0000.tar").exists(), reason="shared CIFAR-10 shards absent"
-)
-needs_imagenette = pytest.mark.skipif(
-    not (IMAGENETTE / "train-0000.tar").exists(), reason="shared Imagenette shards absent"
 )
 
 
@@ -104,9 +100,8 @@ def test_cifar_shard_keys_labels_and_pixels():
     assert torch.equal(first, direct)
 
 
-@needs_imagenette
-def test_imagenette_fast_jpeg_close_to_full_decode():
-    spec = IMAGENETTE / "train-0000.tar"
+def test_imagenette_fast_jpeg_close_to_full_decode(imagenette: Path):
+    spec = imagenette / "train-0000.tar"
     fast = list(ImageStream(spec, ImageTransform(64, fast_jpeg=True), endless=False, max_samples=6))
     full = list(ImageStream(spec, ImageTransform(64, fast_jpeg=False), endless=False, max_samples=6))
     assert [s["label"] for s in fast] == [lab for _, lab, _ in tar_samples(spec, 6)]
@@ -330,9 +325,8 @@ def test_holdout_is_disjoint_stable_and_independent_of_splitting(tmp_path):
     assert keys_for("val", holdout_seed=1) != val
 
 
-@needs_imagenette
-def test_imagenette_holdout_500_is_fixed():
-    shards = sorted(str(p) for p in IMAGENETTE.glob("train-*.tar"))
+def test_imagenette_holdout_500_is_fixed(imagenette: Path):
+    shards = sorted(str(p) for p in imagenette.glob("train-*.tar"))
     a = ImageStream(shards, eval_transform(64), holdout=500, split="val", endless=False)
     b = ImageStream(shards[::-1], eval_transform(64), holdout=500, split="train")
     assert len(a.holdout_keys) == 500 and a.holdout_keys == b.holdout_keys

@@ -123,6 +123,8 @@ def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computa
         "codebook_used_fraction",
         "codebook_perplexity",
         "codebook_entropy_bits",
+        "seam_score",
+        "seam_score_originals",
     }
     assert f"rFID[{NET}]" in out and "PSNR" in out  # the table
 

@@ -20,22 +20,18 @@ from titok.training.config import load_recipe
 from titok.training.tasks.generator import masked_token_loss, run_generator_training
 from titok.training.token_loader import TokenLoader
 
-from .conftest import IMAGENETTE
-
 RECIPE = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes" / "tiny_generator.yaml"
 QUIET = ["experiment.progress_bar=false", "experiment.log_every=5", "lr_scheduler.warmup_steps=2"]
 
-pytestmark = pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"shared data not found at {IMAGENETTE}")
-
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> dict[str, Path]:
+def tokens(tmp_path_factory, imagenette: Path) -> dict[str, Path]:
     """48 Imagenette images (32 px) encoded by a freshly initialised ``titok-tiny-32``, with flips."""
     root = tmp_path_factory.mktemp("tokens")
     torch.manual_seed(0)
     tokenizer = TiTok.from_preset("titok-tiny-32").eval()
     tokenizer.save_pretrained(root / "tok")
-    data = DataConfig(path=str(IMAGENETTE / "train-0000.tar"), batch_size=16, max_samples=48)
+    data = DataConfig(path=str(imagenette / "train-0000.tar"), batch_size=16, max_samples=48)
     pretokenize(tokenizer, data, root / "tokens", model_name=str(root / "tok"), shard_size=48, progress=False)
     return {"tokens": root / "tokens", "tok": root / "tok"}
 

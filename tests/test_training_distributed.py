@@ -19,7 +19,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "imagenette"
+SHARED_DATA = REPO.parent / "shared" / "data" / "imagenette"
+#: The data the workers read: the test process passes its ``imagenette`` fixture down as TITOK_DATA.
+DATA = Path(os.environ.get("TITOK_DATA", SHARED_DATA))
 RECIPE = REPO / "src" / "titok" / "recipes" / "tiny_vqgan.yaml"
 VENV_BIN = Path(sys.executable).parent
 # Small and quiet: batch 2, no grids, no progress bar, the GAN on from the first step.
@@ -32,7 +34,12 @@ FAST = [
     "losses.discriminator_start=0",
 ]
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+@pytest.fixture(autouse=True)
+def _data(imagenette: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the workers (and this module's DATA) at the ``imagenette`` fixture's shards."""
+    monkeypatch.setenv("TITOK_DATA", str(imagenette))
+    monkeypatch.setattr(sys.modules[__name__], "DATA", imagenette)
 
 
 def _free_port() -> int:
