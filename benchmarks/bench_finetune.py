@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--classifier", type=Path, default=ROOT / "runs" / "builtin-flex" / "classifier")
     parser.add_argument("--also", type=Path, nargs="*", default=[], help="more feature networks for rFID")
     parser.add_argument("--every", type=int, default=1, help="measure every N-th checkpoint (and the last)")
+    parser.add_argument("--steps", type=int, nargs="*", default=None, help="measure only these steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=None)
@@ -87,6 +88,8 @@ def main() -> None:
         batch = int(recipe["training"]["batch_size"])
         rows = []
         chosen = [m for i, m in enumerate(models) if i % args.every == 0 or i == len(models) - 1]
+        if args.steps is not None:
+            chosen = [m for m in models if m[0] in args.steps]
         for step, model in chosen:
             model.eval()
             start = time.perf_counter()
@@ -102,6 +105,9 @@ def main() -> None:
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
             print(json.dumps({"run": run.name, **{k: round(v, 4) for k, v in row.items()}}), flush=True)
+        if run.name in results and args.steps is not None:  # merge with the steps measured before
+            kept = [r for r in results[run.name]["curve"] if r["step"] not in {r2["step"] for r2 in rows}]
+            rows = sorted(kept + rows, key=lambda r: r["step"])
         results[run.name] = {
             "source": str(run),
             "init_from": recipe["init_from"],

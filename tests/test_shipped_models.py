@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +133,15 @@ def test_the_variable_length_generator_samples_any_length() -> None:
     for k in (4, 32):
         tokens = gen.generate(["golf ball", "church"], num_tokens=k, seed=0)
         assert tokens.shape == (2, k) and tok.decode(tokens).shape == (2, 3, 64, 64)
+
+
+def test_the_fine_tuned_decoder_kept_the_tokens_of_the_bundled_photographs() -> None:
+    """Decoder fine-tuning froze encoder and quantizer: the shipped imagenette64 still writes the
+    tokens its generator was trained on (recorded before the fine-tuning in tests/data)."""
+    from titok.images import open_image
+    from titok.samples import bundled_samples_dir
+
+    recorded = json.loads((Path(__file__).parent / "data" / "imagenette64-sample-tokens.json").read_text())
+    model = titok.TiTok.from_pretrained("imagenette64").eval()
+    for photo in sorted(bundled_samples_dir().glob("*.jpg")):
+        assert model.encode(open_image(photo))[0].tolist() == recorded["tokens"][photo.name], photo.name
