@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,13 +28,14 @@ import yaml
 
 from titok.checkpoints import load_strict, read_state_dict
 from titok.evaluation.reconstruction import DataSplit, evaluate_reconstruction
+from titok.metrics import FeatureAccumulator, fid_between
 from titok.models.classifier import load_classifier
 from titok.models.titok import TiTok
 from titok.reproduce.measure import real_summary
+from titok.training.checkpointing import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "finetune.json"
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
 
 
 def run_models(run: Path) -> tuple[dict, list[tuple[int, TiTok]]]:
@@ -44,16 +45,21 @@ def run_models(run: Path) -> tuple[dict, list[tuple[int, TiTok]]]:
     overrides = {k: v for k, v in (recipe.get("model") or {}).items() if k != "preset"}
     config = dataclasses.replace(base.config, **overrides)
     models = [(0, base)]
-    steps = sorted(
-        (int(m[1]), p)
-        for p in run.iterdir()
-        if (m := _CHECKPOINT.match(p.name)) and (p / "meta.json").is_file()
-    )
-    for step, folder in steps:
+    for folder in list_checkpoints(run):
         model = TiTok(config)
         load_strict(model, read_state_dict(folder / "model.safetensors"), str(folder))
-        models.append((step, model))
+        models.append((int(folder.name.rsplit("-", 1)[1]), model))
     return recipe, models
+
+
+def feed(accumulators: list[FeatureAccumulator]) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """An ``on_batch`` callback adding each batch's reconstructions to ``accumulators``."""
+
+    def add(_originals: torch.Tensor, reconstructions: torch.Tensor) -> None:
+        for accumulator in accumulators:
+            accumulator.update(reconstructions)
+
+    return add
 
 
 def main() -> None:
@@ -94,14 +100,24 @@ def main() -> None:
             model.eval()
             start = time.perf_counter()
             row: dict = {"step": step, "images_seen": step * batch}
-            for index, net in enumerate(networks):
-                metrics = evaluate_reconstruction(
-                    model, split, net, batch_size=50, reference=references[net.name], progress=False
-                )
-                row[f"rFID[{net.name}]"] = metrics[f"rFID[{net.name}]"]
-                if index == 0:
-                    for key in ("PSNR", "SSIM", "seam_score", "seam_score_originals"):
-                        row[key] = metrics[key]
+            # One decoding pass: the first network's rFID comes with the other metrics, the
+            # others' from the same reconstructions.
+            extra = [FeatureAccumulator(net, keep_probs=False) for net in networks[1:]]
+            metrics = evaluate_reconstruction(
+                model,
+                split,
+                networks[0],
+                batch_size=50,
+                reference=references[networks[0].name],
+                progress=False,
+                on_batch=feed(extra),
+            )
+            first = networks[0].name
+            row[f"rFID[{first}]"] = metrics[f"rFID[{first}]"]
+            for key in ("PSNR", "SSIM", "seam_score", "seam_score_originals"):
+                row[key] = metrics[key]
+            for net, acc in zip(networks[1:], extra, strict=True):
+                row[f"rFID[{net.name}]"] = fid_between(acc.compute().stats, references[net.name])
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
             print(json.dumps({"run": run.name, **{k: round(v, 4) for k, v in row.items()}}), flush=True)
@@ -151,6 +167,8 @@ def plot(entries: dict[str, dict], path: Path, network: str) -> None:
     """PSNR, rFID[network] and the seam score against images seen, a line per run."""
     import matplotlib
 
+    from common import save_figure
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -171,10 +189,7 @@ def plot(entries: dict[str, dict], path: Path, network: str) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[2].legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

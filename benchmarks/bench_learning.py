@@ -162,6 +162,8 @@ def main() -> None:
 def plot(curves: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
+    from common import save_figure
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -179,10 +181,7 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,8 @@ def plot(entries: dict[str, dict], path: Path) -> None:
     for fixed-length models at their own K."""
     import matplotlib
 
+    from common import save_figure
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -206,10 +208,7 @@ def plot(entries: dict[str, dict], path: Path) -> None:
         ax.set(xlabel="tokens decoded (k)", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    print(f"wrote {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -90,10 +90,15 @@ def resolve_model(spec: str | None, preset: str | None, device: torch.device) ->
     return model.to(device), note
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
 def make_folder(path: Path) -> list[Path]:
     """Create ``path`` and its missing parents; returns the folders created, deepest first (for
     :func:`remove_if_empty` when the command then fails)."""
-    created = [p for p in (path, *path.parents) if not p.exists()]
+    created = _missing_folders(path)
     path.mkdir(parents=True, exist_ok=True)
     return created
 
@@ -103,7 +108,7 @@ def removed_on_failure(path: Path) -> Iterator[None]:
     """Run the block; if it fails and ``path`` did not exist before it, remove ``path`` (and the
     parents it lacked) with all that the block wrote there: a failed command leaves no
     half-written output folder."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing = _missing_folders(path)
     try:
         yield
     except BaseException:

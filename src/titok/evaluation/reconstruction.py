@@ -240,8 +240,8 @@ def evaluate_reconstruction(
     psnr_sum = ssim_sum = 0.0
     psnr_finite, count = 0, 0
     patch = _block_side(model)
-    seams = SeamScore(patch) if patch else None
-    seams_originals = SeamScore(patch) if patch else None
+    # (reconstructions, originals); None for a model without a block grid.
+    seams = (SeamScore(patch), SeamScore(patch)) if patch else None
     for batch in split_batches(split, model.image_size, batch_size, progress, desc="reconstruction"):
         images = batch["image"]
         if num_tokens is None:
@@ -263,9 +263,9 @@ def evaluate_reconstruction(
         psnr_finite += int(finite.sum())
         ssim_sum += float(ssim(recon, images).sum())
         count += len(images)
-        if seams is not None and seams_originals is not None:
-            seams.update(recon)
-            seams_originals.update(images)
+        if seams is not None:
+            seams[0].update(recon)
+            seams[1].update(images)
         if recon_features is not None:
             recon_features.update(recon)
         if original_features is not None:
@@ -283,9 +283,9 @@ def evaluate_reconstruction(
         )
     results["PSNR"] = psnr_sum / psnr_finite if psnr_finite else math.inf
     results["SSIM"] = ssim_sum / count
-    if seams is not None and seams_originals is not None:
-        results["seam_score"] = seams.compute()
-        results["seam_score_originals"] = seams_originals.compute()
+    if seams is not None:
+        results["seam_score"] = seams[0].compute()
+        results["seam_score_originals"] = seams[1].compute()
     if counts is not None:
         usage = usage_from_counts(counts)
         results["codebook_used_fraction"] = usage["used_fraction"]

@@ -22,9 +22,16 @@ from torch import nn
 
 from titok.models.classifier import Classifier
 
+#: What the "classifier" perceptual distance lacks without its network (LossConfig and PerceptualLoss).
+NEEDS_NETWORK = (
+    "perceptual_loss 'classifier' needs losses.perceptual_network: the folder of a classifier "
+    "trained with `titok train classifier`"
+)
 
-def _unit_channels(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Divide each pixel's channel vector by its L2 norm: (B, C, H, W) -> same."""
+
+def unit_channels(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Divide each pixel's channel vector by its L2 norm: (B, C, H, W) -> same (LPIPS's
+    normalisation, used by both LPIPS here and :class:`ClassifierFeatureDistance`)."""
     return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
@@ -56,6 +63,6 @@ class ClassifierFeatureDistance(nn.Module):
         maps_y = self.classifier.feature_maps(y)
         total = x.new_zeros(x.shape[0], dtype=torch.float32)
         for tap in self.taps:
-            diff = _unit_channels(maps_x[tap].float()) - _unit_channels(maps_y[tap].float())
+            diff = unit_channels(maps_x[tap].float()) - unit_channels(maps_y[tap].float())
             total = total + diff.pow(2).sum(dim=1).mean(dim=(1, 2))
         return total

@@ -40,7 +40,7 @@ from titok.losses.backbones import (
     load_convnext,
     load_vgg16_features,
 )
-from titok.losses.classifier_distance import ClassifierFeatureDistance
+from titok.losses.classifier_distance import NEEDS_NETWORK, ClassifierFeatureDistance, unit_channels
 from titok.models.classifier import load_classifier
 
 log = logging.getLogger(__name__)
@@ -187,14 +187,9 @@ class LPIPS(nn.Module):
         fy = self.net(((y * 2.0 - 1.0) - self.shift) / self.scale)
         total = x.new_zeros(x.shape[0])
         for a, b, head in zip(fx, fy, self.heads.layers(), strict=True):
-            diff = (_unit_channels(a) - _unit_channels(b)) ** 2
+            diff = (unit_channels(a) - unit_channels(b)) ** 2
             total = total + head(diff).mean(dim=(1, 2, 3))
         return total
-
-
-def _unit_channels(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """Divide each pixel's feature vector by its L2 norm. (B, C, H, W) -> same."""
-    return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
 class ConvNeXtLogitDistance(nn.Module):
@@ -296,10 +291,7 @@ class PerceptualLoss(nn.Module):
         self.classifier: ClassifierFeatureDistance | None = None
         if is_classifier_spec(spec):
             if classifier_network is None:
-                raise ConfigError(
-                    "perceptual_loss 'classifier' needs losses.perceptual_network: the folder of a "
-                    "classifier trained with `titok train classifier`"
-                )
+                raise ConfigError(NEEDS_NETWORK)
             self.classifier = ClassifierFeatureDistance(load_classifier(classifier_network))
 
         if self.weight_lpips is not None:

@@ -29,6 +29,7 @@ from torch import nn
 
 from titok.errors import ConfigError
 from titok.losses.adversarial import LeCamEMA, frozen_parameters, hinge_d_loss, hinge_g_loss
+from titok.losses.classifier_distance import NEEDS_NETWORK
 from titok.losses.discriminator import BLUR_KERNELS, NLayerDiscriminator
 from titok.losses.perceptual import (
     PerceptualLoss,
@@ -94,10 +95,7 @@ class LossConfig:
             )
         parse_perceptual_spec(self.perceptual_loss)
         if is_classifier_spec(self.perceptual_loss) and not self.perceptual_network:
-            raise ConfigError(
-                "losses.perceptual_loss 'classifier' needs losses.perceptual_network: the folder of a "
-                "classifier trained with `titok train classifier`"
-            )
+            raise ConfigError(f"losses.{NEEDS_NETWORK}")
         for name in (
             "reconstruction_weight",
             "perceptual_weight",

@@ -72,12 +72,7 @@ class Stage2Task(TiTokPixelTask):
         if recipe.prefix.enabled:
             overrides["variable_length"] = True
         head = init.config.decoder_head
-        if head in ("vqgan", "pixels"):
-            model = init
-            if overrides:
-                model = TiTok(dataclasses.replace(init.config, **overrides))
-                load_strict(model, with_new_parts(model, init.state_dict()), str(recipe.init_from))
-        elif head == "proxy":
+        if head == "proxy":
             teacher = load_teacher(recipe)
             tcfg = teacher.config
             try:
@@ -97,11 +92,11 @@ class Stage2Task(TiTokPixelTask):
             state["pixel_quantize.embedding.weight"] = teacher.quantize.embedding.weight.detach().cpu()
             state.update({f"pixel_decoder.{k}": v.cpu() for k, v in teacher.decoder.state_dict().items()})
             load_strict(model, state, f"{recipe.init_from} + teacher {recipe.teacher}")
-        else:
-            raise ConfigError(
-                f"{recipe.source}: init_from {recipe.init_from} has the {head!r} head; stage 2 starts from a "
-                "stage-1 ('proxy' head) or a pixel ('vqgan', 'pixels' head) tokenizer"
-            )
+        else:  # "vqgan" (stage 2 continued) or "pixels" (decoder fine-tuning of a single-stage model)
+            model = init
+            if overrides:
+                model = TiTok(dataclasses.replace(init.config, **overrides))
+                load_strict(model, with_new_parts(model, init.state_dict()), str(recipe.init_from))
         freeze_tokenizer(model)
         self.image_size = model.config.image_size
         return model
