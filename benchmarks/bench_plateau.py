@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from titok.data import DataConfig, build_dataset
 from titok.models.presets import tokenizer_config
 from titok.models.titok import TiTok
-from titok.training.engine import EMBEDDING_NAMES
+from titok.training.optim import EMBEDDING_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "imagenette"

@@ -12,7 +12,7 @@ from titok.cli import main
 from titok.errors import CheckpointError, ConfigError
 from titok.training import checkpointing as ckpt
 from titok.training import load_recipe, make_task, train
-from titok.training.engine import TrainingDiverged
+from titok.training.step import TrainingDiverged
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
 QUIET = [
@@ -87,7 +87,7 @@ def test_bad_learning_rates_are_one_line_errors(capsys, value: str, pictures: Pa
 
 
 def test_nothing_non_finite_is_exported(pictures: Path) -> None:
-    from titok.training.engine import _check_finite
+    from titok.training.step import check_finite as _check_finite
 
     module = torch.nn.Linear(2, 2)
     _check_finite(module, "model", 3)

@@ -16,8 +16,9 @@ from titok import Generator, TiTok
 from titok.data.loader import DataConfig
 from titok.errors import ConfigError, DataError
 from titok.pretokenize import TokenDataset, load_tokens, pretokenize
+from titok.training import train
 from titok.training.config import load_recipe
-from titok.training.tasks.generator import masked_token_loss, run_generator_training
+from titok.training.tasks.generator import GeneratorTask, masked_token_loss
 from titok.training.token_loader import TokenLoader
 
 RECIPE = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes" / "tiny_generator.yaml"
@@ -49,7 +50,7 @@ def test_tiny_generator_learns_and_exports(tokens, tmp_path):
         "experiment.save_every=40",
         "experiment.num_images=4",
     )
-    result = run_generator_training(r, output_dir=tmp_path / "run")
+    result = train(GeneratorTask(r), output_dir=tmp_path / "run")
     losses = [h["total"] for h in result.history]
     assert len(losses) == 40
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
@@ -84,7 +85,7 @@ def _final_state(run: Path, step: int) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_resume_is_exact_through_the_cli_command(tokens, tmp_path):
-    from titok.cli.train_generator import generator
+    from titok.cli.train import generator
 
     app = typer.Typer()
     app.command()(generator)
@@ -95,7 +96,7 @@ def test_resume_is_exact_through_the_cli_command(tokens, tmp_path):
         "experiment.save_every=6",
     ]
     common = [f"data.train={tokens['tokens']}", *QUIET, *extra]
-    straight = run_generator_training(recipe(tokens, *extra), output_dir=tmp_path / "a")
+    straight = train(GeneratorTask(recipe(tokens, *extra)), output_dir=tmp_path / "a")
     assert straight.step == 12
 
     def cli(*args: str) -> None:
@@ -130,13 +131,13 @@ def test_init_from_starts_from_a_saved_generator(tokens, tmp_path):
         "training.batch_size=4",
         "experiment.image_every=0",
     )
-    exported = Generator.from_pretrained(run_generator_training(r, output_dir=tmp_path / "run").export_dir)
+    exported = Generator.from_pretrained(train(GeneratorTask(r), output_dir=tmp_path / "run").export_dir)
     for name, value in start.state_dict().items():
         assert torch.equal(exported.state_dict()[name], value), name
     wide = tmp_path / "wide"
     Generator.from_preset("small", codebook_size=1024, seq_len=16, num_classes=10).save_pretrained(wide)
     with pytest.raises(ConfigError, match="init_from does not fit model"):
-        run_generator_training(recipe(tokens, f"init_from={wide}"), output_dir=tmp_path / "run2")
+        train(GeneratorTask(recipe(tokens, f"init_from={wide}")), output_dir=tmp_path / "run2")
 
 
 def test_token_stream_epochs_ranks_flips_and_resume():
@@ -224,8 +225,8 @@ def test_masked_token_loss_is_the_authors_weighted_cross_entropy():
 )
 def test_recipe_errors_name_the_key(tokens, tmp_path, overrides, error, message):
     with pytest.raises(error, match=message):
-        run_generator_training(
-            recipe(tokens, "training.max_train_steps=1", *overrides), output_dir=tmp_path / "r"
+        train(
+            GeneratorTask(recipe(tokens, "training.max_train_steps=1", *overrides)), output_dir=tmp_path / "r"
         )
 
 

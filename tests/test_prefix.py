@@ -26,7 +26,7 @@ from titok.pretokenize import pretokenize
 from titok.training import checkpointing as ckpt
 from titok.training import load_recipe, make_task, train
 from titok.training.prefix import PrefixSection, draw_lengths
-from titok.training.tasks.generator import run_generator_training
+from titok.training.tasks.generator import GeneratorTask
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
 
@@ -348,7 +348,7 @@ def test_generator_training_on_prefixes_exports_a_variable_length_generator(
         ],
         mode="generator",
     )
-    result = run_generator_training(recipe, output_dir=tmp_path / "gen")
+    result = train(GeneratorTask(recipe), output_dir=tmp_path / "gen")
     gen = Generator.from_pretrained(result.export_dir)
     assert gen.config.variable_length and gen.config.seq_len == 8
     assert gen.generate([0, 1], num_tokens=2, seed=0).shape == (2, 2)

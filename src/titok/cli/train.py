@@ -10,7 +10,8 @@ Each command takes a recipe and dotted overrides::
 ``--config`` is a YAML file or the name of a packaged recipe (``titok_l32_stage1``, ``tiny_vqgan``,
 ...). The same entry runs under ``torchrun --nproc_per_node N -m titok.cli_train ...`` and
 ``accelerate launch [--num_processes N] -m titok.cli_train ...`` for several processes or machines
-(``titok.cli_train`` is this module under its documented name).
+(``titok.cli_train`` is this module under its documented name). ``titok train generator`` trains
+the MaskGIT generator on tokens written by ``titok pretokenize``, through the same engine.
 
 The training stack (Accelerate, WebDataset, TensorBoard: the ``train`` extra) is imported when a
 command runs, so ``titok train --help`` works on a core install and a missing extra is one line.
@@ -27,7 +28,6 @@ import typer
 from titok.cli.evaluate import train_classifier_command
 from titok.cli.recipes import recipes_dir, resolve_recipe
 from titok.cli.run import run_app
-from titok.cli.train_generator import generator
 
 app = typer.Typer(
     name="train",
@@ -119,8 +119,24 @@ def single_stage(
     run_mode("single_stage", config, overrides, resume, output_dir)
 
 
-# ``titok train generator`` (MaskGIT on pretokenized tokens) and ``titok train classifier``.
-app.command("generator")(generator)
+@app.command("generator")
+def generator(
+    config: str = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help="Recipe: a YAML file or a packaged recipe name (tiny_generator, generator_titok_l32, ...).",
+    ),
+    overrides: list[str] | None = typer.Argument(
+        None, help="Recipe overrides section.key=value, e.g. data.train=runs/tokens training.batch_size=64"
+    ),
+    resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
+    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help=_OUTPUT_HELP),
+) -> None:
+    """Train a class-conditional MaskGIT generator on tokens written by titok pretokenize."""
+    run_mode("generator", config, overrides, resume, output_dir)
+
+
 app.command("classifier")(train_classifier_command)
 
 

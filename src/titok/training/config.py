@@ -94,7 +94,7 @@ class OptimizerSection:
     Norm, bias, embedding and latent-token parameters get no weight decay.
     ``embedding_lr_scale`` multiplies the learning rate of the learned tokens and positional
     embeddings (latent tokens, mask token, class embedding, positional embeddings; see
-    :data:`titok.training.engine.EMBEDDING_NAMES`). 1.0 is the authors' single rate. Adam moves
+    :data:`titok.training.optim.EMBEDDING_NAMES`). 1.0 is the authors' single rate. Adam moves
     every weight by about the learning rate per step whatever its scale, so these vectors,
     initialised at std ``width**-0.5``, change slowly at a rate chosen for the matrices; a small
     TiTok trained from scratch learns faster with a larger factor (docs/learning.md).

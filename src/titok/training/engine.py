@@ -24,7 +24,6 @@ One :class:`Engine` runs one :class:`~titok.training.task.Task` under any launch
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -37,21 +36,17 @@ import yaml
 from torch import nn
 
 from titok.checkpoints import load_strict
-from titok.data import SKIP_KINDS, DataConfig, StreamLoader, build_loader, resolve_source
-from titok.errors import CheckpointError, ConfigError, DataError, TitokError
+from titok.data import SKIP_KINDS
+from titok.errors import CheckpointError, ConfigError
 from titok.training import checkpointing as ckpt
 from titok.training.config import Recipe
 from titok.training.ema import EMA
 from titok.training.monitor import Monitor
-from titok.training.task import OptimizerSpec, Task
+from titok.training.optim import lr_factor, parameter_groups
+from titok.training.step import EngineOptimizer, EngineStepContext, check_finite
+from titok.training.task import BatchLoader, OptimizerSpec, Task
 
 logger = logging.getLogger("titok.training")
-
-#: Substrings of parameter names that get no weight decay (besides all 0-d and 1-d tensors).
-NO_DECAY_NAMES = ("ln", "bias", "latent_tokens", "mask_token", "embedding", "norm", "gamma", "embed")
-#: Parameter-name endings that ``optimizer.embedding_lr_scale`` applies to: learned tokens and
-#: positional embeddings.
-EMBEDDING_NAMES = ("latent_tokens", "positional_embedding", "mask_token", "class_embedding")
 
 
 @dataclass
@@ -77,120 +72,8 @@ class TrainResult:
     export_dir: Path | None = None
 
 
-def lr_factor(
-    step: int, warmup: int, total: int, base_lr: float, end_lr: float, name: str = "cosine"
-) -> float:
-    """Multiplier of the peak learning rate at ``step``: linear warm-up, then cosine to ``end_lr``."""
-    if step < warmup:
-        return step / max(1, warmup)
-    if name == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    ratio = max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-    return (end_lr + (base_lr - end_lr) * ratio) / base_lr if base_lr > 0 else 0.0
-
-
-def parameter_groups(
-    module: nn.Module, weight_decay: float, learning_rate: float, embedding_lr_scale: float = 1.0
-) -> list[dict[str, Any]]:
-    """AdamW groups of the trainable parameters: without decay (norms, biases, embeddings, ...) and
-    with; with ``embedding_lr_scale`` != 1 a third group, without decay, holds the parameters named
-    in :data:`EMBEDDING_NAMES` at ``learning_rate * embedding_lr_scale``."""
-    plain, decayed, embeddings = [], [], []
-    scaled = embedding_lr_scale != 1.0
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        if scaled and name.endswith(EMBEDDING_NAMES):
-            embeddings.append(param)
-        elif param.ndim < 2 or any(s in name for s in NO_DECAY_NAMES):
-            plain.append(param)
-        else:
-            decayed.append(param)
-    groups = [
-        {"params": plain, "weight_decay": 0.0, "lr": learning_rate},
-        {"params": decayed, "weight_decay": weight_decay, "lr": learning_rate},
-    ]
-    if scaled:
-        groups.append({"params": embeddings, "weight_decay": 0.0, "lr": learning_rate * embedding_lr_scale})
-    return groups
-
-
-@dataclass
-class _Optimizer:
-    spec: OptimizerSpec
-    optimizer: Any  # accelerate's AcceleratedOptimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    params: list[nn.Parameter]
-
-
 class WrongCheckpoint(CheckpointError):
     """A checkpoint of another training mode in the run folder (not damage: no fallback)."""
-
-
-class TrainingDiverged(TitokError):
-    """A loss or gradient stopped being finite: the run stops before writing non-finite weights."""
-
-
-class _StepContext:
-    """The :class:`~titok.training.task.StepContext` the engine hands to tasks."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.accelerator = engine.accelerator
-        self.step = 0
-        self.logs: dict[str, float] = {}
-
-    def module(self, name: str) -> nn.Module:
-        return self._engine.prepared[name]
-
-    def unwrapped(self, name: str) -> nn.Module:
-        return self._engine.modules[name]
-
-    def optimize(self, name: str, loss: torch.Tensor) -> None:
-        engine = self._engine
-        opt = engine.optimizers[name]
-        if self._nonfinite(
-            name,
-            loss.detach().float().isfinite().all(),
-            lambda: f"the {name} loss is {float(loss.detach()):g}",
-        ):
-            return
-        self.accelerator.backward(loss)
-        if not self.accelerator.sync_gradients:
-            return
-        self.accelerator.unscale_gradients(optimizer=opt.optimizer)
-        max_norm = engine.recipe.training.max_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(opt.params, max_norm if max_norm else float("inf"))
-        # fp16's grad scaler skips steps with overflowing gradients itself.
-        if engine.recipe.training.mixed_precision != "fp16" and self._nonfinite(
-            name, norm.isfinite(), lambda: f"the {name} gradient norm is {float(norm):g}"
-        ):
-            opt.optimizer.zero_grad(set_to_none=True)
-            return
-        self.logs[f"lr/{name}"] = float(opt.optimizer.param_groups[0]["lr"])
-        self.logs[f"grad_norm/{name}"] = float(norm)
-        opt.optimizer.step()
-        opt.scheduler.step()
-        opt.optimizer.zero_grad(set_to_none=True)
-
-    def _nonfinite(self, name: str, finite: torch.Tensor, what: Callable[[], str]) -> bool:
-        """False if ``finite`` holds on every process; else stop (``training.on_nonfinite: stop``)
-        with a :class:`TrainingDiverged` naming the step, or count and skip the update (``skip``)."""
-        bad = (~finite).float().reshape(1)
-        if self.accelerator.num_processes > 1:  # every process takes the same decision
-            bad = self.accelerator.reduce(bad.to(self.accelerator.device), reduction="sum")
-        if float(bad.sum()) == 0:
-            return False
-        if self._engine.recipe.training.on_nonfinite == "skip":
-            skipped = self._engine.nonfinite_skipped
-            skipped[name] = skipped.get(name, 0) + 1
-            return True
-        raise TrainingDiverged(
-            f"step {self.step + 1}: {what()} (not finite): the run diverged and nothing was written for this "
-            f"step; the last checkpoint in {self._engine.output_dir} is intact. Lower "
-            "optimizer.learning_rate, or set training.on_nonfinite=skip to skip such steps"
-        )
 
 
 def _make_accelerator(recipe: Recipe) -> Any:
@@ -237,9 +120,9 @@ class Engine:
         #: updates skipped for a non-finite loss or gradient, per optimizer (training.on_nonfinite: skip)
         self.nonfinite_skipped: dict[str, int] = {}
         self.prepared: dict[str, nn.Module] = {}
-        self.optimizers: dict[str, _Optimizer] = {}
+        self.optimizers: dict[str, EngineOptimizer] = {}
         self.ema: EMA | None = None
-        self.loader: StreamLoader | None = None
+        self.loader: BatchLoader | None = None
         self.step = 0
 
     # ------------------------------------------------------------------ setup
@@ -252,12 +135,12 @@ class Engine:
             torch.backends.cuda.matmul.allow_tf32 = t.enable_tf32
             torch.backends.cudnn.allow_tf32 = t.enable_tf32
         self._check_output_dir()
-        self._check_data()
+        self.task.check_data()  # fail fast on a wrong data path, before building models
         set_seed(t.seed)  # the same initial weights on every process
         self.modules = self.task.build(acc)
         if "model" not in self.modules:
             raise ValueError(f"task {self.task.mode!r} built no 'model' module")
-        self.loader = self._make_loader()
+        self.loader = self.task.loader(acc.process_index, acc.num_processes)
 
         specs = self.task.optimizers()
         trained = {s.module for s in specs}
@@ -284,7 +167,7 @@ class Engine:
                 self.prepared[name] = module.to(acc.device)
         for spec, opt in zip(specs, prepared[len(names) :], strict=True):
             params = [p for g in opt.param_groups for p in g["params"]]
-            self.optimizers[spec.name] = _Optimizer(spec, opt, self._scheduler(opt, spec), params)
+            self.optimizers[spec.name] = EngineOptimizer(spec, opt, self._scheduler(opt, spec), params)
 
         if t.use_ema:
             self.ema = EMA(self.modules["model"], decay=t.ema_decay)
@@ -308,46 +191,6 @@ class Engine:
             )
         self.accelerator.wait_for_everyone()
 
-    def _check_data(self) -> None:
-        """Fail fast on a wrong data path, before building models."""
-        try:
-            resolve_source(self.recipe.data.train)
-        except DataError as exc:
-            raise DataError(
-                f"{self.recipe.source}: data.train: {exc}; point the recipe at your images with the "
-                "override data.train=PATH (a folder of images, an ImageFolder tree, tar shards or a list "
-                "file) or set TITOK_DATA=PATH"
-            ) from None
-
-    def _make_loader(self) -> StreamLoader:
-        """This process's endless training batches (called after the task built its modules)."""
-        acc = self.accelerator
-        return build_loader(self._data_config(), rank=acc.process_index, world_size=acc.num_processes)
-
-    def _data_config(self) -> DataConfig:
-        d, t = self.recipe.data, self.recipe.training
-        size = d.image_size or getattr(self.task, "image_size", None)
-        if not size:
-            raise ConfigError(f"{self.recipe.source}: 'data.image_size' is not set")
-        assert d.train is not None
-        return DataConfig(
-            path=d.train,
-            image_size=int(size),
-            batch_size=t.batch_size,
-            num_workers=d.num_workers,
-            seed=t.seed,
-            endless=True,
-            augment=d.augment,
-            fast_jpeg=d.fast_jpeg,
-            shuffle_buffer=d.shuffle_buffer,
-            holdout=d.holdout,
-            holdout_seed=d.holdout_seed,
-            max_samples=d.max_samples,
-            class_subset=d.class_subset,
-            require_labels=d.require_labels,
-            pin_memory=d.pin_memory,
-        )
-
     def _scheduler(self, optimizer: Any, spec: OptimizerSpec) -> torch.optim.lr_scheduler.LambdaLR:
         s, total = self.recipe.lr_scheduler, self.recipe.training.max_train_steps - spec.start_step
         base = spec.learning_rate
@@ -363,7 +206,7 @@ class Engine:
         staging = ckpt.staging_path(root, step)
         if acc.is_main_process:
             for name in self.optimizers_modules():
-                _check_finite(self.modules[name], name, step)
+                check_finite(self.modules[name], name, step)
                 ckpt.save_tensors(self.modules[name].state_dict(), staging / f"{name}.safetensors")
             if self.ema is not None:
                 ckpt.save_tensors(self.ema.tensors(), staging / "ema.safetensors")
@@ -484,7 +327,7 @@ class Engine:
 
     # ------------------------------------------------------------------ loop
     def _batches(self) -> Iterator[dict[str, Any]]:
-        """The loader's batches on the device.
+        """The loader's batches, moved to the device by the task.
 
         Reading runs under ``fork_rng``: the DataLoader draws its base seed from torch's global
         generator when its iterator starts, which a resumed run does at another step than an
@@ -498,9 +341,7 @@ class Engine:
                 batch = next(stream, None)
             if batch is None:
                 return
-            batch["image"] = batch["image"].to(device, non_blocking=True)
-            batch["label"] = batch["label"].to(device, non_blocking=True)
-            yield batch
+            yield self.task.to_device(batch, device)
 
     def _reduce_logs(self, window: list[dict[str, float]]) -> dict[str, float]:
         """Mean over the window's steps, then over processes (same keys on every process)."""
@@ -526,7 +367,7 @@ class Engine:
             values = self.accelerator.reduce(values, reduction="sum")
         return {f"data/skipped_{k}": v for k, v in zip(SKIP_KINDS, values.tolist(), strict=True)}
 
-    def _preview(self, monitor: Monitor, images: torch.Tensor) -> None:
+    def _preview(self, monitor: Monitor, batch: dict[str, Any], count: int) -> None:
         model = self.modules["model"]
         flags = {m: m.training for m in model.modules()}
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -535,13 +376,14 @@ class Engine:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 if self.ema is not None:
                     with self.ema.swapped_in(model):
-                        rows = self.task.preview(model, images)
+                        rows = self.task.preview_grid(model, batch, count)
                 else:
-                    rows = self.task.preview(model, images)
+                    rows = self.task.preview_grid(model, batch, count)
         finally:
             for m, flag in flags.items():
                 m.training = flag
-        monitor.images(self.step, [images, *rows])
+        if rows:
+            monitor.images(self.step, rows)
 
     def run(self) -> TrainResult:
         """Train; returns a :class:`TrainResult` (on every process)."""
@@ -553,7 +395,7 @@ class Engine:
         monitor = Monitor(
             self.output_dir, t.max_train_steps, self.step, acc.is_main_process, e.progress_bar, self.task.mode
         )
-        ctx = _StepContext(self)
+        ctx = EngineStepContext(self)
         images_per_step = t.batch_size * t.gradient_accumulation_steps * acc.num_processes
         batches = self._batches()
         window: list[dict[str, float]] = []
@@ -590,7 +432,7 @@ class Engine:
                     monitor.scalars(self.step, scalars)
                     window, window_start = [], time.perf_counter()
                 if e.image_every and self.step % e.image_every == 0 and acc.is_main_process and e.num_images:
-                    self._preview(monitor, batch["image"][: e.num_images])
+                    self._preview(monitor, batch, e.num_images)
                 if self.step % e.save_every == 0 or self.step == end:
                     last_saved = self._save_checkpoint()
         finally:
@@ -608,7 +450,7 @@ class Engine:
         directory = self.output_dir / "export"
         if self.accelerator.is_main_process:
             model = self.modules["model"]
-            _check_finite(model, "model", self.step)
+            check_finite(model, "model", self.step)
             if self.ema is not None:
                 with self.ema.swapped_in(model):
                     self.task.export(model, directory)
@@ -618,14 +460,6 @@ class Engine:
         return directory
 
 
-def _check_finite(module: nn.Module, name: str, step: int) -> None:
-    """Refuse to write weights that are not finite (a checkpoint or export must be usable)."""
-    for key, value in module.state_dict().items():
-        if value.is_floating_point() and not bool(value.isfinite().all()):
-            raise TrainingDiverged(f"step {step}: {name}.{key} holds non-finite values: not writing it")
-
-
 def train(task: Task, resume: bool = False, output_dir: str | Path | None = None) -> TrainResult:
-    """Run ``task`` with a fresh engine (the task's ``engine_class`` if it has one, else :class:`Engine`)."""
-    engine_class = getattr(task, "engine_class", Engine)
-    return engine_class(task, resume=resume, output_dir=output_dir).run()
+    """Run ``task`` (any mode: :func:`titok.training.make_task`) with a fresh :class:`Engine`."""
+    return Engine(task, resume=resume, output_dir=output_dir).run()

@@ -2,20 +2,25 @@
 
 The engine (:mod:`titok.training.engine`) owns everything a mode does not care about:
 processes, data, mixed precision, gradient accumulation, optimizers and schedules, EMA,
-checkpoints, logging and export. A task only says which modules exist, which of them are
-optimised, how a batch turns into losses, how to show reconstructions and how to export.
-A new mode (e.g. a generator trained on pretokenized tokens) is one more :class:`Task`.
+checkpoints, logging and export. A task says what it reads (:meth:`Task.loader`,
+:meth:`Task.to_device`), which modules exist and which of them are optimised, how a batch turns
+into losses, what its preview grid shows and how to export. Modes that read images share
+:class:`ImageTask`; the generator reads pretokenized sequences. A new mode is one more task.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
+
+from titok.data import DataConfig, build_loader, resolve_source
+from titok.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -39,6 +44,19 @@ class OptimizerSpec:
     module: str
     learning_rate: float
     start_step: int = 0
+
+
+class BatchLoader(Protocol):
+    """This process's endless, resumable training batches (what :meth:`Task.loader` returns)."""
+
+    skipped: dict[str, int]
+    """Damaged samples skipped so far, per kind (empty for data that cannot be damaged)."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class StepContext(Protocol):
@@ -89,6 +107,18 @@ class Task(ABC):
         """The optimizers; default: one for ``"model"`` at ``optimizer.learning_rate``."""
         return [OptimizerSpec("model", "model", self.recipe.optimizer.learning_rate)]
 
+    def check_data(self) -> None:
+        """Fail fast on unusable data before any model is built (default: nothing to check)."""
+        return None
+
+    @abstractmethod
+    def loader(self, rank: int, world_size: int) -> BatchLoader:
+        """This process's part of the training data (called after :meth:`build`)."""
+
+    @abstractmethod
+    def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """``batch`` as :meth:`train_step` takes it, its tensors on ``device``."""
+
     @abstractmethod
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         """One micro-batch: compute the losses and call ``ctx.optimize`` for each optimizer.
@@ -102,11 +132,12 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        """Rows of a picture grid for ``images`` (N, 3, S, S): each (N, 3, S, S) in [0, 1].
+    def preview_grid(self, model: nn.Module, batch: dict[str, Any], count: int) -> list[torch.Tensor]:
+        """The rows of the picture grid written every ``experiment.image_every`` steps: each
+        (count, 3, S, S) in [0, 1]; no rows, no grid.
 
-        ``model`` is the unwrapped model carrying the EMA weights (if any); the input row
-        is added by the engine.
+        ``model`` is the unwrapped model carrying the EMA weights (if any), in eval mode;
+        ``batch`` is the step's batch on the device.
         """
 
     @abstractmethod
@@ -128,3 +159,66 @@ class Task(ABC):
     def load_rank_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`rank_state_dict` (default: nothing to restore)."""
         return None
+
+
+class ImageTask(Task):
+    """A mode trained on images: ``recipe.data`` read by :func:`titok.data.build_loader`.
+
+    :meth:`build` sets :attr:`image_size` (the model's resolution), used when
+    ``data.image_size`` is not given. The preview grid is the batch's first images over the
+    rows of :meth:`preview`.
+    """
+
+    #: The model's input side in pixels, set by :meth:`build`.
+    image_size: int | None = None
+
+    def check_data(self) -> None:
+        try:
+            resolve_source(self.recipe.data.train)
+        except DataError as exc:
+            raise DataError(
+                f"{self.recipe.source}: data.train: {exc}; point the recipe at your images with the "
+                "override data.train=PATH (a folder of images, an ImageFolder tree, tar shards or a list "
+                "file) or set TITOK_DATA=PATH"
+            ) from None
+
+    def data_config(self) -> DataConfig:
+        """The loader settings of ``recipe.data`` and ``recipe.training`` (endless, seeded)."""
+        d, t = self.recipe.data, self.recipe.training
+        size = d.image_size or self.image_size
+        if not size:
+            raise ConfigError(f"{self.recipe.source}: 'data.image_size' is not set")
+        assert d.train is not None
+        return DataConfig(
+            path=d.train,
+            image_size=int(size),
+            batch_size=t.batch_size,
+            num_workers=d.num_workers,
+            seed=t.seed,
+            endless=True,
+            augment=d.augment,
+            fast_jpeg=d.fast_jpeg,
+            shuffle_buffer=d.shuffle_buffer,
+            holdout=d.holdout,
+            holdout_seed=d.holdout_seed,
+            max_samples=d.max_samples,
+            class_subset=d.class_subset,
+            require_labels=d.require_labels,
+            pin_memory=d.pin_memory,
+        )
+
+    def loader(self, rank: int, world_size: int) -> BatchLoader:
+        return build_loader(self.data_config(), rank=rank, world_size=world_size)
+
+    def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        batch["image"] = batch["image"].to(device, non_blocking=True)
+        batch["label"] = batch["label"].to(device, non_blocking=True)
+        return batch
+
+    def preview_grid(self, model: nn.Module, batch: dict[str, Any], count: int) -> list[torch.Tensor]:
+        images = batch["image"][:count]
+        return [images, *self.preview(model, images)]
+
+    @abstractmethod
+    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """Rows shown under ``images`` (N, 3, S, S): each (N, 3, S, S) in [0, 1] (reconstructions)."""

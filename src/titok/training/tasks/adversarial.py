@@ -19,7 +19,7 @@ from torch import nn
 from titok.losses import Stage2Loss, build_discriminator
 from titok.models.titok import TiTok
 from titok.training.prefix import prefix_preview_rows, task_prefix_lengths
-from titok.training.task import OptimizerSpec, StepContext, Task
+from titok.training.task import ImageTask, OptimizerSpec, StepContext
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -42,7 +42,7 @@ class PixelOutput:
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class PixelTask(Task):
+class PixelTask(ImageTask):
     """A mode whose model reconstructs pixels, trained against a discriminator."""
 
     image_size: int

@@ -19,15 +19,14 @@ top of a ``preset``; ``codebook_size`` and ``seq_len`` come from the tokens. ``m
 written every ``experiment.image_every`` steps and is recorded in the exported model, whose
 ``class_names`` (``model.class_names``) let ``titok generate`` take class names.
 
-The engine's image data path is replaced by :class:`~titok.training.token_loader.TokenLoader`
-(:class:`GeneratorEngine`); run it with :func:`run_generator_training`.
+Its batches come from :class:`~titok.training.token_loader.TokenLoader` (:meth:`GeneratorTask.loader`);
+run it like every mode, ``titok.training.train(GeneratorTask(recipe))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +41,6 @@ from titok.models.titok import TiTok
 from titok.pretokenize import TokenDataset, load_tokens
 from titok.sampling import random_masking
 from titok.training.config import GENERATOR_LOSS_KEYS, DataSection, Recipe
-from titok.training.engine import Engine, TrainResult
-from titok.training.monitor import Monitor
 from titok.training.prefix import draw_lengths
 from titok.training.task import StepContext, Task
 from titok.training.token_loader import TokenLoader
@@ -130,7 +127,6 @@ class GeneratorTask(Task):
     """Trains a :class:`~titok.models.generator.Generator` with the masked-token loss."""
 
     mode = "generator"
-    engine_class: type[Engine]  # GeneratorEngine, set below its definition
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__(recipe)
@@ -245,81 +241,25 @@ class GeneratorTask(Task):
         """``n`` class ids spread evenly over the classes (the same every time)."""
         return [i * self.config.num_classes // n for i in range(n)]
 
-    def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-        """One row of ``len(images)`` samples (fixed classes and seed, the model's sampling
-        defaults), decoded by the tokenizer; no rows without one. ``images`` only gives the count."""
+    def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """``tokens`` (B, K) and ``label`` (B,) on ``device``; ``index`` stays."""
+        return {
+            "tokens": batch["tokens"].to(device, non_blocking=True),
+            "label": batch["label"].to(device),
+            "index": batch["index"],
+        }
+
+    def preview_grid(self, model: nn.Module, batch: dict[str, Any], count: int) -> list[torch.Tensor]:
+        """One row of ``count`` samples (fixed classes and seed, the model's sampling defaults),
+        decoded by the tokenizer; no rows without one. The batch is not shown (it is tokens)."""
         if self.tokenizer is None:
             return []
         assert isinstance(model, Generator)
         device = next(model.parameters()).device
         rng = torch.Generator(device=device).manual_seed(0)
-        tokens = model.generate(self.preview_labels(len(images)), generator=rng)
+        tokens = model.generate(self.preview_labels(count), generator=rng)
         return [self.tokenizer.decode(tokens.to(self.tokenizer.device)).float()]
 
     def export(self, model: nn.Module, directory: Path) -> Path:
         assert isinstance(model, Generator)
         return model.save_pretrained(directory)
-
-
-class _SamplesOnly:
-    """A monitor view whose image grids leave out the engine's first row (the batch input)."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self.monitor = monitor
-
-    def images(self, step: int, rows: list[torch.Tensor]) -> Path | None:
-        return self.monitor.images(step, rows[1:]) if len(rows) > 1 else None
-
-
-class GeneratorEngine(Engine):
-    """The training engine with token batches from :meth:`GeneratorTask.loader` instead of images.
-
-    Everything else (processes, precision, accumulation, optimizers and schedules, EMA,
-    checkpoints and exact resume, logging, export) is the shared engine's. Batches hold
-    ``tokens`` (B, K), ``label`` (B,) and ``index``; the engine's preview hook gets the token
-    sequences under ``image`` and draws samples instead.
-    """
-
-    task: GeneratorTask
-
-    def __init__(
-        self, task: GeneratorTask, resume: bool = False, output_dir: str | Path | None = None
-    ) -> None:
-        if not isinstance(task, GeneratorTask):
-            raise TypeError("GeneratorEngine runs a GeneratorTask")
-        super().__init__(task, resume=resume, output_dir=output_dir)
-
-    def _check_data(self) -> None:  # the token folder is read (and checked) by the task's build()
-        pass
-
-    def _make_loader(self) -> TokenLoader:  # type: ignore[override]
-        return self.task.loader(self.accelerator.process_index, self.accelerator.num_processes)
-
-    def _batches(self) -> Iterator[dict[str, Any]]:
-        assert self.loader is not None
-        device = self.accelerator.device
-        for batch in self.loader:
-            tokens = batch["tokens"].to(device, non_blocking=True)
-            yield {
-                "tokens": tokens,
-                "label": batch["label"].to(device),
-                "index": batch["index"],
-                "image": tokens,
-            }
-
-    def _preview(self, monitor: Monitor, images: torch.Tensor) -> None:
-        if self.task.tokenizer is not None:
-            super()._preview(_SamplesOnly(monitor), images)  # type: ignore[arg-type]
-
-
-#: The engine that runs this task (the shared engine reads images, not tokens).
-GeneratorTask.engine_class = GeneratorEngine
-
-
-def run_generator_training(
-    recipe: Recipe, resume: bool = False, output_dir: str | Path | None = None
-) -> TrainResult:
-    """Train the generator of a ``generator`` recipe; returns the engine's :class:`TrainResult`."""
-    if recipe.mode != "generator":
-        raise ConfigError(f"{recipe.source}: a {recipe.mode!r} recipe, not a generator recipe")
-    return GeneratorEngine(GeneratorTask(recipe), resume=resume, output_dir=output_dir).run()

@@ -22,7 +22,7 @@ from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
 from titok.pretrained import load_vqgan
 from titok.training.prefix import prefix_preview_rows, task_prefix_lengths
-from titok.training.task import StepContext, Task
+from titok.training.task import ImageTask, StepContext
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -42,7 +42,7 @@ def load_teacher(recipe: Recipe, device: torch.device | str = "cpu") -> VQGAN:
     return teacher.eval().to(device)
 
 
-class Stage1Task(Task):
+class Stage1Task(ImageTask):
     """Trains a TiTok with the "proxy" decoder head on a teacher's codes."""
 
     mode = "stage1"
