@@ -327,22 +327,44 @@ def test_statistics_of_another_feature_network_are_refused(
     assert code == 2 and "inception-v3-2015-12-05" in err and NET in err
 
 
-def test_eval_probe_gives_a_top1_between_0_and_1(
+def test_eval_probe_reports_what_a_direct_probe_of_the_same_splits_gives(
     capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path
 ) -> None:
+    from titok.evaluation.linear_probe import LinearProbeConfig
+    from titok.evaluation.token_probe import probe_tokenizer
+
     report = tmp_path / "probe.json"
     code, out, _ = run(
         capsys,
         *("eval", "probe", "--model", tokenizer_dir, "--data", shard, "--holdout", HOLDOUT),
-        *("--epochs", "20", "--pool", "concat", "--json-out", report),
+        *("--epochs", "20", "--pool", "concat", "--lr", "0.01", "--seed", "3", "--json-out", report),
     )
     assert code == 0 and "top1" in out
     payload = json.loads(report.read_text())
     metrics = payload["metrics"]
-    assert payload["pool"] == "concat"
+    assert payload["pool"] == "concat" and payload["probe"]["epochs"] == 20 and payload["probe"]["lr"] == 0.01
     assert metrics["num_train_images"] == NUM_IMAGES - HOLDOUT and metrics["num_val_images"] == HOLDOUT
-    assert 0.0 <= metrics["top1"] <= 1.0 and 0.0 <= metrics["train_top1"] <= 1.0
-    assert math.isclose(metrics["top1"] * HOLDOUT, round(metrics["top1"] * HOLDOUT))
+    direct = probe_tokenizer(
+        TiTok.from_pretrained(tokenizer_dir),
+        DataSplit(str(shard), "train", HOLDOUT, 0),
+        DataSplit(str(shard), "val", HOLDOUT, 0),
+        "concat",
+        LinearProbeConfig(epochs=20, lr=0.01, seed=3),
+        progress=False,
+    )
+    for key in ("top1", "train_top1"):
+        assert math.isclose(metrics[key], direct[key], abs_tol=1e-6), key
+    mean_pool = probe_tokenizer(
+        TiTok.from_pretrained(tokenizer_dir),
+        DataSplit(str(shard), "train", HOLDOUT, 0),
+        DataSplit(str(shard), "val", HOLDOUT, 0),
+        "mean",
+        LinearProbeConfig(epochs=20, lr=0.01, seed=3),
+        progress=False,
+    )
+    assert mean_pool["train_top1"] != direct["train_top1"] or mean_pool["top1"] != direct["top1"], (
+        "the pooling must matter, or this comparison says nothing about --pool"
+    )
 
     code, _, err = run(capsys, "eval", "probe", "--model", tokenizer_dir, "--data", shard, "--pool", "max")
     assert code == 2 and "--pool" in err
