@@ -146,8 +146,10 @@ def test_explicit_tokenizer_and_relative_tokenizer_beside_the_generator(models, 
         (["-c", "parashute"], "close matches: 'parachute' (9)"),
         (["-c", "10"], r"class id 10 out of range: there are 10 classes (0..9)"),
         (["-c", "golden retriever"], "unknown class name 'golden retriever'"),  # not in this model's list
-        (["--guidance", "-1"], "--guidance must be >= 0"),
-        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--guidance", "-1"], "--guidance-scale must be >= 0"),
+        (["--guidance-scale", "-1"], "--guidance-scale must be >= 0"),
+        (["--steps", "0"], "--num-steps must be >= 1, got 0"),
+        (["--num-steps", "0"], "--num-steps must be >= 1, got 0"),
         (["--temperature", "-0.5"], "--temperature must be >= 0"),
         (
             ["--guidance-schedule", "cosine"],

@@ -77,9 +77,9 @@ def class_list_of(generator: Generator) -> list[str]:
 def check_sampling_options(steps: int | None, guidance: float | None, temperature: float | None) -> None:
     """Refuse impossible sampling options before any model is loaded."""
     if steps is not None and steps < 1:
-        raise TitokError(f"--steps must be >= 1, got {steps}")
+        raise TitokError(f"--num-steps must be >= 1, got {steps}")
     if guidance is not None and not guidance >= 0:
-        raise TitokError(f"--guidance must be >= 0 (0: the plain conditional model), got {guidance}")
+        raise TitokError(f"--guidance-scale must be >= 0 (0: the plain conditional model), got {guidance}")
     if temperature is not None and not temperature >= 0:
         raise TitokError(f"--temperature must be >= 0, got {temperature}")
 
@@ -116,10 +116,20 @@ def generate(
         str | None, typer.Option("--tokenizer", help="Tokenizer to decode with (default: the generator's).")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", help="Decoding steps (default: the model's).")
+        int | None,
+        typer.Option(
+            "--num-steps",
+            "--steps",
+            help="Decoding steps (default: the model's; --steps is the old spelling).",
+        ),
     ] = None,
     guidance: Annotated[
-        float | None, typer.Option("--guidance", help="Classifier-free guidance scale.")
+        float | None,
+        typer.Option(
+            "--guidance-scale",
+            "--guidance",
+            help="Classifier-free guidance scale (--guidance is the old spelling).",
+        ),
     ] = None,
     guidance_schedule: Annotated[
         str | None, typer.Option("--guidance-schedule", help="constant, linear or power-cosine.")
