@@ -344,24 +344,16 @@ def test_eval_probe_reports_what_a_direct_probe_of_the_same_splits_gives(
     metrics = payload["metrics"]
     assert payload["pool"] == "concat" and payload["probe"]["epochs"] == 20 and payload["probe"]["lr"] == 0.01
     assert metrics["num_train_images"] == NUM_IMAGES - HOLDOUT and metrics["num_val_images"] == HOLDOUT
-    direct = probe_tokenizer(
-        TiTok.from_pretrained(tokenizer_dir),
-        DataSplit(str(shard), "train", HOLDOUT, 0),
-        DataSplit(str(shard), "val", HOLDOUT, 0),
-        "concat",
-        LinearProbeConfig(epochs=20, lr=0.01, seed=3),
-        progress=False,
-    )
+
+    def probe_directly(pool: str) -> dict[str, float]:
+        splits = [DataSplit(str(shard), name, HOLDOUT, 0) for name in ("train", "val")]
+        config = LinearProbeConfig(epochs=20, lr=0.01, seed=3)
+        return probe_tokenizer(TiTok.from_pretrained(tokenizer_dir), *splits, pool, config, progress=False)
+
+    direct = probe_directly("concat")
     for key in ("top1", "train_top1"):
         assert math.isclose(metrics[key], direct[key], abs_tol=1e-6), key
-    mean_pool = probe_tokenizer(
-        TiTok.from_pretrained(tokenizer_dir),
-        DataSplit(str(shard), "train", HOLDOUT, 0),
-        DataSplit(str(shard), "val", HOLDOUT, 0),
-        "mean",
-        LinearProbeConfig(epochs=20, lr=0.01, seed=3),
-        progress=False,
-    )
+    mean_pool = probe_directly("mean")
     assert mean_pool["train_top1"] != direct["train_top1"] or mean_pool["top1"] != direct["top1"], (
         "the pooling must matter, or this comparison says nothing about --pool"
     )
