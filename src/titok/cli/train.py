@@ -121,12 +121,7 @@ def single_stage(
 
 @app.command("generator")
 def generator(
-    config: str = typer.Option(
-        ...,
-        "--config",
-        "-c",
-        help="Recipe: a YAML file or a packaged recipe name (tiny_generator, generator_titok_l32, ...).",
-    ),
+    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
     overrides: list[str] | None = typer.Argument(
         None, help="Recipe overrides section.key=value, e.g. data.train=runs/tokens training.batch_size=64"
     ),

@@ -27,6 +27,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,12 +374,8 @@ class Engine:
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         try:
             model.eval()
-            with torch.random.fork_rng(devices=devices), torch.no_grad():
-                if self.ema is not None:
-                    with self.ema.swapped_in(model):
-                        rows = self.task.preview_grid(model, batch, count)
-                else:
-                    rows = self.task.preview_grid(model, batch, count)
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), self._averaged(model):
+                rows = self.task.preview_grid(model, batch, count)
         finally:
             for m, flag in flags.items():
                 m.training = flag
@@ -446,15 +443,16 @@ class Engine:
         acc.wait_for_everyone()
         return result
 
+    def _averaged(self, model: nn.Module) -> AbstractContextManager[Any]:
+        """A block with the EMA weights in ``model`` (its own weights when EMA is off)."""
+        return self.ema.swapped_in(model) if self.ema is not None else nullcontext()
+
     def _export(self) -> Path:
         directory = self.output_dir / "export"
         if self.accelerator.is_main_process:
             model = self.modules["model"]
             check_finite(model, "model", self.step)
-            if self.ema is not None:
-                with self.ema.swapped_in(model):
-                    self.task.export(model, directory)
-            else:
+            with self._averaged(model):
                 self.task.export(model, directory)
             logger.info("exported the %s model to %s", "EMA" if self.ema is not None else "final", directory)
         return directory

@@ -136,7 +136,9 @@ class GeneratorTask(Task):
         self.data: TokenDataset | None = None
         self.tokenizer: TiTok | None = None
 
-    def _check_sections(self) -> None:
+    def check_data(self) -> None:
+        """Refuse image-data keys and a teacher, which do not apply to token training (the token
+        folder itself is read and checked by :meth:`build`)."""
         src, defaults = self.recipe.source, DataSection()
         for f in dataclasses.fields(DataSection):
             if f.name not in TOKEN_DATA_KEYS and getattr(self.recipe.data, f.name) != getattr(
@@ -171,7 +173,6 @@ class GeneratorTask(Task):
 
     def build(self, accelerator: Accelerator) -> dict[str, nn.Module]:
         recipe = self.recipe
-        self._check_sections()
         self.data = self.load_data()
         self.config = config = generator_config(recipe, self.data.meta)
         top = int(self.data.labels.max())
