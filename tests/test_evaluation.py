@@ -21,7 +21,7 @@ import typer
 
 from titok import TiTok
 from titok.cli import main
-from titok.cli.evaluate import train_classifier_command
+from titok.cli.train import train_classifier_command
 from titok.evaluation.reconstruction import DataSplit
 from titok.metrics import (
     FID_WEIGHTS_URL,

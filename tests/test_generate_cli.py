@@ -47,7 +47,7 @@ def run(args: list[str], capsys) -> tuple[int, str]:
 
 def test_generate_writes_pngs_and_grid(models, tmp_path, capsys):
     out = tmp_path / "out"
-    code, err = run(["-m", str(models["gen"]), "-c", "tench", "-c", "3", "-n", "2", "-o", str(out)], capsys)
+    code, err = run(["-g", str(models["gen"]), "-c", "tench", "-c", "3", "-n", "2", "-o", str(out)], capsys)
     assert code == 0, err
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == [
@@ -68,11 +68,11 @@ def test_generate_writes_pngs_and_grid(models, tmp_path, capsys):
     # Same seed, same images; a different seed gives different ones.
     again, other = tmp_path / "again", tmp_path / "other"
     assert (
-        run(["-m", str(models["gen"]), "-c", "tench", "-c", "3", "-n", "2", "-o", str(again)], capsys)[0] == 0
+        run(["-g", str(models["gen"]), "-c", "tench", "-c", "3", "-n", "2", "-o", str(again)], capsys)[0] == 0
     )
     assert (out / "grid.png").read_bytes() == (again / "grid.png").read_bytes()
     code, _ = run(
-        ["-m", str(models["gen"]), "-c", "0", "-c", "3", "-n", "2", "-o", str(other), "--seed", "5"], capsys
+        ["-g", str(models["gen"]), "-c", "0", "-c", "3", "-n", "2", "-o", str(other), "--seed", "5"], capsys
     )
     assert code == 0 and (out / "grid.png").read_bytes() != (other / "grid.png").read_bytes()
 
@@ -80,7 +80,7 @@ def test_generate_writes_pngs_and_grid(models, tmp_path, capsys):
 def test_every_class_of_the_models_own_list_and_bf16(models, tmp_path, capsys):
     out = tmp_path / "all"
     code, err = run(
-        ["-m", str(models["gen"]), "-n", "1", "-o", str(out), "--dtype", "bfloat16", "-b", "4"], capsys
+        ["-g", str(models["gen"]), "-n", "1", "-o", str(out), "--dtype", "bfloat16", "-b", "4"], capsys
     )
     assert code == 0, err
     names = sorted(p.name for p in out.glob("0*.png"))
@@ -106,20 +106,20 @@ def test_dtype_reaches_generate(models, tmp_path, capsys, monkeypatch, option, d
 
     monkeypatch.setattr(Generator, "generate", spy)
     code, err = run(
-        ["-m", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(tmp_path / "o"), *option], capsys
+        ["-g", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(tmp_path / "o"), *option], capsys
     )
     assert code == 0, err
     assert seen == [dtype]
 
 
 def test_explicit_tokenizer_and_relative_tokenizer_beside_the_generator(models, tmp_path, capsys):
-    code, err = run(["-m", str(models["bare"]), "-c", "7", "-n", "1", "-o", str(tmp_path / "a")], capsys)
-    assert code == 2 and "does not name its tokenizer; pass --tokenizer" in err
+    code, err = run(["-g", str(models["bare"]), "-c", "7", "-n", "1", "-o", str(tmp_path / "a")], capsys)
+    assert code == 2 and "does not name its tokenizer; pass --model (the tokenizer)" in err
     code, err = run(
         [
-            "-m",
+            "-g",
             str(models["bare"]),
-            "--tokenizer",
+            "-m",
             str(models["tok"]),
             "-c",
             "7",
@@ -135,8 +135,28 @@ def test_explicit_tokenizer_and_relative_tokenizer_beside_the_generator(models, 
     folder = tmp_path / "gen-with-tok"
     tiny_generator(tokenizer="tok").save_pretrained(folder)
     TiTok.from_pretrained(models["tok"]).save_pretrained(folder / "tok")
-    code, err = run(["-m", str(folder), "-c", "1", "-n", "1", "-o", str(tmp_path / "b")], capsys)
+    code, err = run(["-g", str(folder), "-c", "1", "-n", "1", "-o", str(tmp_path / "b")], capsys)
     assert code == 0, err
+
+
+def test_old_spellings_still_work_with_a_warning(models, tmp_path, capsys):
+    """``-m GENERATOR`` and ``--tokenizer`` (the old spellings) give the images of ``-g``/``-m``."""
+    new = ["-g", str(models["bare"]), "-m", str(models["tok"])]
+    old = ["-m", str(models["bare"]), "--tokenizer", str(models["tok"])]
+    for name, spelling in (("new", new), ("old", old)):
+        code, err = run([*spelling, "-c", "7", "-n", "1", "-o", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        assert ("old spelling" in err) == (name == "old")
+    assert (tmp_path / "new" / "0007_7_000.png").read_bytes() == (
+        tmp_path / "old" / "0007_7_000.png"
+    ).read_bytes()
+    code, err = run(["-m", str(models["gen"]), "-c", "1", "-n", "1", "-o", str(tmp_path / "m")], capsys)
+    assert code == 0 and f"--model {models['gen']} names a generator" in err
+    code, err = run(
+        ["-g", str(models["gen"]), "-m", str(models["tok"]), "--tokenizer", "x", "-o", str(tmp_path / "z")],
+        capsys,
+    )
+    assert code == 2 and "--tokenizer is the old spelling of --model: pass one of them" in err
 
 
 @pytest.mark.parametrize(
@@ -159,7 +179,7 @@ def test_explicit_tokenizer_and_relative_tokenizer_beside_the_generator(models, 
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(models, tmp_path, capsys, args, message):
-    code, err = run(["-m", str(models["gen"]), "-o", str(tmp_path / "x"), "-n", "1", *args], capsys)
+    code, err = run(["-g", str(models["gen"]), "-o", str(tmp_path / "x"), "-n", "1", *args], capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert message in err
@@ -170,7 +190,7 @@ def test_tokenizer_that_does_not_fit(models, tmp_path, capsys):
     other = tmp_path / "tok64"
     TiTok.from_preset("titok-tiny-64").save_pretrained(other)
     code, err = run(
-        ["-m", str(models["gen"]), "--tokenizer", str(other), "-c", "1", "-o", str(tmp_path / "y")], capsys
+        ["-g", str(models["gen"]), "-m", str(other), "-c", "1", "-o", str(tmp_path / "y")], capsys
     )
     assert code == 2 and "does not fit generator" in err
 
@@ -262,7 +282,7 @@ def test_guidance_zero_is_the_pure_conditional_model(schedule):
 def test_unconditional_flag_samples_the_no_class_model(models, tmp_path, capsys):
     out = tmp_path / "uncond"
     code, err = run(
-        ["-m", str(models["gen"]), "--unconditional", "-n", "3", "-b", "2", "-o", str(out)], capsys
+        ["-g", str(models["gen"]), "--unconditional", "-n", "3", "-b", "2", "-o", str(out)], capsys
     )
     assert code == 0, err
     assert sorted(p.name for p in out.glob("*.png")) == [
@@ -276,7 +296,7 @@ def test_unconditional_flag_samples_the_no_class_model(models, tmp_path, capsys)
     image = TiTok.from_pretrained(models["tok"]).decode(tokens)[0]
     saved = torch.from_numpy(np.array(Image.open(out / "unconditional_000.png"))).float()
     assert torch.allclose(saved.permute(2, 0, 1) / 255, image, atol=1 / 255 + 1e-6)
-    code, err = run(["-m", str(models["gen"]), "--unconditional", "-c", "0", "-o", str(out)], capsys)
+    code, err = run(["-g", str(models["gen"]), "--unconditional", "-c", "0", "-o", str(out)], capsys)
     assert code == 2 and "drop --class" in err
 
 
@@ -300,11 +320,11 @@ def test_a_failed_generate_leaves_no_output_folder(models, tmp_path, capsys, mon
     monkeypatch.setattr(TiTok, "decode", broken)
     out = tmp_path / "new" / "out"
     with pytest.raises(RuntimeError, match="out of memory"):
-        main(["generate", "-m", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(out)])
+        main(["generate", "-g", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(out)])
     assert not (tmp_path / "new").exists()
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "mine.txt").write_text("x")
     with pytest.raises(RuntimeError):
-        main(["generate", "-m", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(kept)])
+        main(["generate", "-g", str(models["gen"]), "-c", "0", "-n", "1", "-o", str(kept)])
     assert (kept / "mine.txt").is_file(), "a folder that existed before is left alone"

@@ -23,7 +23,18 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from titok.cli import catalog, demo, evaluate, generate, inference, pretokenize, reproduce, train, web
+    from titok.cli import (
+        bench,
+        catalog,
+        demo,
+        evaluate,
+        generate,
+        inference,
+        pretokenize,
+        reproduce,
+        train,
+        web,
+    )
 
     app.command("demo")(demo.demo)
     app.command("presets")(catalog.presets)
@@ -33,7 +44,7 @@ def _register() -> None:
     app.command("pretokenize")(pretokenize.pretokenize)
     app.command("generate")(generate.generate)
     app.add_typer(evaluate.eval_app, name="eval")
-    app.command("bench")(evaluate.bench)
+    app.command("bench")(bench.bench)
     app.command("reproduce")(reproduce.reproduce)
     app.add_typer(train.app, name="train", help="Train tokenizers (and generators).")
     app.command("web")(web.web)

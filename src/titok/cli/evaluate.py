@@ -1,7 +1,7 @@
-"""``titok eval ...``, ``titok bench`` and ``titok train classifier``: evaluation from the command line.
+"""``titok eval ...``: quality of tokenizers and generators from the command line.
 
-Commands (``eval_app`` and ``bench`` are mounted by :mod:`titok.cli.app`, ``train_classifier_command``
-in the ``titok train`` group)::
+Commands (``eval_app`` is mounted by :mod:`titok.cli.app`; throughput is ``titok bench``,
+:mod:`titok.cli.bench`; the offline feature network is ``titok train classifier``)::
 
     titok eval reconstruction --model M --data D [--split val --holdout 500] [--max-images N]
         [--feature-net NET] [--json-out FILE]
@@ -9,8 +9,6 @@ in the ``titok train`` group)::
         [--feature-net NET] [--samples-out samples.npz] [--json-out FILE]
     titok eval probe --model M --data D [--val-data D2 | --holdout 500] [--pool mean|concat]
     titok eval reference-stats --data D --image-size S [--feature-net NET] --out FILE.npz
-    titok bench --model M [--generator G] [--batch-size 16] [--runs 5] [--dtype bfloat16]
-    titok train classifier --data D --out DIR [--image-size 64] [--widths 32,64,128,256] [--epochs 30]
 
 ``--feature-net`` is ``inception`` (default; the standard FID Inception-v3, weights from
 ``--inception-weights`` or the torch hub cache), ``inception-tf``, an Inception weights file, or a
@@ -26,7 +24,6 @@ every run), ``--max-images N`` the first N of the split.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -36,20 +33,31 @@ import typer
 
 from titok.cli.options import (
     BatchOpt,
+    DataOpt,
     DeviceOpt,
     DtypeOpt,
+    GeneratorOpt,
+    GeneratorPresetOpt,
+    GuidanceOpt,
+    HoldoutSeedOpt,
+    JsonOutOpt,
     ModelOpt,
+    NumStepsOpt,
     PresetOpt,
+    TeacherOpt,
+    WorkersOpt,
+    load_teacher,
     parse_device,
     parse_dtype,
+    resolve_generator,
     resolve_model,
+    sampling_settings,
+    write_json,
 )
 from titok.errors import ConfigError
 
 if TYPE_CHECKING:
     from titok.evaluation.reconstruction import DataSplit
-    from titok.models.titok import TiTok
-    from titok.models.vqgan import VQGAN
 
 eval_app = typer.Typer(
     name="eval",
@@ -61,16 +69,11 @@ eval_app = typer.Typer(
 
 # ---------------------------------------------------------------------------------------- options
 
-DataOpt = Annotated[
-    str, typer.Option("--data", "-d", help="Data spec: tar shards, shard folder, image folder, list.")
-]
 SplitOpt = Annotated[
     str, typer.Option("--split", help="all, train (minus the holdout) or val (the holdout).")
 ]
 HoldoutOpt = Annotated[int, typer.Option("--holdout", min=0, help="Images held out as the val split.")]
-HoldoutSeedOpt = Annotated[int, typer.Option("--holdout-seed", help="Seed of the holdout choice.")]
 MaxImagesOpt = Annotated[int | None, typer.Option("--max-images", min=1, help="First N images of the split.")]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", min=0, help="Data loading worker processes.")]
 FeatureNetOpt = Annotated[
     str,
     typer.Option(
@@ -84,23 +87,7 @@ InceptionWeightsOpt = Annotated[
 DownloadOpt = Annotated[
     bool, typer.Option("--download/--no-download", help="Allow downloading the Inception weights.")
 ]
-TeacherOpt = Annotated[
-    str | None, typer.Option("--teacher", help="VQGAN decoding a stage-1 model ('maskgit-vqgan' or a path).")
-]
-JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Also write the results as JSON here.")]
 FidMethodOpt = Annotated[str, typer.Option("--fid-method", help="sqrtm (standard) or eigh (faster).")]
-GeneratorOpt = Annotated[
-    str | None, typer.Option("--generator", "-g", help="Generator: preset, folder, file.")
-]
-GeneratorPresetOpt = Annotated[
-    str | None, typer.Option("--generator-preset", help="Architecture of a bare generator weights file.")
-]
-NumStepsOpt = Annotated[
-    int | None, typer.Option("--num-steps", min=1, help="Sampling steps (default: model's).")
-]
-GuidanceOpt = Annotated[
-    float | None, typer.Option("--guidance-scale", min=0.0, help="CFG scale (default: model's).")
-]
 
 
 def _fid_method(name: str) -> Literal["sqrtm", "eigh"]:
@@ -117,45 +104,6 @@ def _split(
     if split not in ("all", "train", "val"):
         raise ConfigError(f"--split: expected all, train or val, got {split!r}")
     return DataSplit(data, split, holdout, holdout_seed, max_images, workers)  # type: ignore[arg-type]
-
-
-def _teacher(spec: str | None, device: torch.device) -> VQGAN | None:
-    if spec is None:
-        return None
-    from titok.pretrained import load_vqgan
-
-    return load_vqgan(spec).to(device).eval()
-
-
-def _sampling(num_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    if num_steps is not None:
-        settings["num_steps"] = num_steps
-    if guidance_scale is not None:
-        settings["guidance_scale"] = guidance_scale
-    return settings
-
-
-def resolve_generator(
-    spec: str, preset: str | None, tokenizer: TiTok, device: torch.device
-) -> tuple[Any, str]:
-    """Load the generator named by ``spec``; returns it (eval mode, on ``device``) and a description.
-
-    A preset without published weights is built freshly initialised (seed 0) with the tokenizer's
-    codebook size and token count, which is only meaningful for throughput measurements.
-    """
-    from titok.models.generator import Generator, generator_presets, get_generator_preset
-
-    if spec in generator_presets() and get_generator_preset(spec).hub_repo is None:
-        torch.manual_seed(0)
-        generator = Generator.from_preset(
-            spec, codebook_size=tokenizer.config.codebook_size, seq_len=tokenizer.num_tokens
-        )
-        note = f"{spec} (freshly initialised, untrained: samples are noise)"
-    else:
-        generator = Generator.from_pretrained(spec, preset=preset)
-        note = spec
-    return generator.to(device).eval(), note
 
 
 def format_table(metrics: dict[str, float | None]) -> str:
@@ -178,8 +126,7 @@ def format_table(metrics: dict[str, float | None]) -> str:
 def _report(payload: dict[str, Any], json_out: Path | None) -> None:
     typer.echo(format_table(payload["metrics"]))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(payload, json_out)
         typer.echo(f"wrote {json_out}", err=True)
 
 
@@ -242,7 +189,7 @@ def reconstruction(
         network,
         batch_size=batch_size,
         dtype=dt,
-        teacher=_teacher(teacher, dev),
+        teacher=load_teacher(teacher, dev),
         reference=reference,
         fid_method=_fid_method(fid_method),
     )
@@ -335,8 +282,8 @@ def generation(
         batch_size=batch_size,
         seed=seed,
         dtype=dt,
-        teacher=_teacher(teacher, dev),
-        sampling=_sampling(num_steps, guidance_scale),
+        teacher=load_teacher(teacher, dev),
+        sampling=sampling_settings(num_steps, guidance_scale),
         samples_out=samples_out,
         fid_method=_fid_method(fid_method),
     )
@@ -346,7 +293,7 @@ def generation(
         "command": "eval generation",
         "model": desc,
         "generator": gen_desc,
-        "sampling": _sampling(num_steps, guidance_scale) | {"seed": seed},
+        "sampling": sampling_settings(num_steps, guidance_scale) | {"seed": seed},
         "reference": reference_info | {"count": reference.count},
         "samples": str(samples_out) if samples_out is not None else None,
         "dtype": str(dt).removeprefix("torch."),
@@ -457,138 +404,4 @@ def reference_stats(
     )
 
 
-# ---------------------------------------------------------------------------------------- bench
-
-
-def bench(
-    model: ModelOpt = None,
-    preset: PresetOpt = None,
-    generator: GeneratorOpt = None,
-    generator_preset: GeneratorPresetOpt = None,
-    teacher: TeacherOpt = None,
-    batch_size: BatchOpt = 16,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls per operation.")] = 2,
-    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed calls per operation (median taken).")] = 5,
-    num_steps: NumStepsOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    json_out: JsonOutOpt = None,
-) -> None:
-    """Encode, decode (and generate) throughput in images/s: warm-up, then the median of several runs."""
-    from titok.evaluation.throughput import benchmark
-
-    dev, dt = parse_device(device), parse_dtype(dtype)
-    tok, desc = resolve_model(model, preset, dev)
-    gen, gen_desc = resolve_generator(generator, generator_preset, tok, dev) if generator else (None, None)
-    typer.echo(f"model: {desc}" + (f"; generator: {gen_desc}" if gen_desc else ""), err=True)
-    timings = benchmark(
-        tok,
-        gen,
-        batch_size=batch_size,
-        dtype=dt,
-        warmup=warmup,
-        runs=runs,
-        teacher=_teacher(teacher, dev),
-        sampling=_sampling(num_steps, None),
-    )
-    width = max(len(op) for op in timings)
-    dtype_name = str(dt).removeprefix("torch.")
-    typer.echo(
-        f"{'operation':<{max(width, 9)}}  images/s  ms/batch (batch {batch_size}, {dev}, {dtype_name})"
-    )
-    for op, timing in timings.items():
-        typer.echo(
-            f"{op:<{max(width, 9)}}  {timing.images_per_second:8.1f}  {timing.median_seconds * 1e3:8.1f}"
-        )
-    if json_out is not None:
-        payload = {
-            "command": "bench",
-            "model": desc,
-            "generator": gen_desc,
-            "device": str(dev),
-            "dtype": dtype_name,
-            "batch_size": batch_size,
-            "warmup": warmup,
-            "runs": runs,
-            "threads": torch.get_num_threads(),
-            "images_per_second": {op: t.images_per_second for op, t in timings.items()},
-            "seconds": {op: t.seconds for op, t in timings.items()},
-        }
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-# ---------------------------------------------------------------------------------------- train classifier
-
-
-def _parse_widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1:
-        raise ConfigError(f"--widths: expected positive integers separated by commas, got {text!r}")
-    return widths
-
-
-def train_classifier_command(
-    data: DataOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (the feature network).")],
-    name: Annotated[
-        str | None, typer.Option("--name", help="Feature-network name (default: <data folder><size>-resnet).")
-    ] = None,
-    image_size: Annotated[int, typer.Option("--image-size", min=8, help="Training resolution.")] = 64,
-    widths: Annotated[
-        str, typer.Option("--widths", help="Channels per stage, comma-separated (features: the last).")
-    ] = "32,64,128,256",
-    holdout: Annotated[
-        int, typer.Option("--holdout", min=0, help="Held-out validation images (0: none).")
-    ] = 500,
-    holdout_seed: HoldoutSeedOpt = 0,
-    max_images: Annotated[
-        int | None, typer.Option("--max-images", min=1, help="First N training images.")
-    ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 128,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = 2e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.05,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99)] = 0.1,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    num_workers: WorkersOpt = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
-    device: DeviceOpt = "cpu",
-) -> None:
-    """Train a small classifier to serve as an offline FID/IS feature network (--feature-net OUT)."""
-    from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
-
-    dev = parse_device(device)
-    config = ClassifierTrainingConfig(
-        data=data,
-        name=name,
-        image_size=image_size,
-        widths=_parse_widths(widths),
-        holdout=holdout,
-        holdout_seed=holdout_seed,
-        max_train_images=max_images,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing,
-        seed=seed,
-        num_workers=num_workers,
-    )
-    result = train_classifier(
-        config, out, device=dev, resume=resume, log=lambda line: typer.echo(line, err=True)
-    )
-    top1 = "n/a (no holdout)" if result.val_top1 is None else f"{result.val_top1:.4f}"
-    typer.echo(f"saved {config.network_name()!r} to {out}; val top-1 {top1}")
-
-
-__all__ = [
-    "bench",
-    "eval_app",
-    "format_table",
-    "resolve_generator",
-    "train_classifier_command",
-]
+__all__ = ["eval_app", "format_table"]

@@ -1,9 +1,14 @@
 """``titok generate``: class-conditional images from a generator and its tokenizer.
 
-Classes are ids or names from the generator's own class list (``class_names`` of its config;
-ImageNet-1k's for 1000-class models without one). The tokenizer is ``--tokenizer``, else the
-one the generator's config names (a relative path is also looked up beside the generator
-folder), else the tokenizer preset of the same name (``titok-l32`` decodes ``titok-l32``).
+The generator is ``--generator`` (default: the built-in ``imagenette64``); the tokenizer that
+decodes its tokens is ``--model`` as in every other command, else the one the generator's config
+names (a relative path is also looked up beside the generator folder), else the tokenizer preset
+of the same name (``titok-l32`` decodes ``titok-l32``). Classes are ids or names from the
+generator's own class list (``class_names`` of its config; ImageNet-1k's for 1000-class models
+without one).
+
+The old spellings still work for one release, with a warning: ``--model`` naming a generator
+(when ``--generator`` is not given) and ``--tokenizer`` for the tokenizer.
 Output: one PNG per image, ``<label>_<class>_<i>.png``, and ``grid.png`` with one row per class, each labelled with its class name.
 """
 
@@ -30,6 +35,7 @@ from titok.cli.progress import QuietOpt, progress_bar
 from titok.errors import TitokError
 from titok.images import tensor_to_pil
 from titok.models.generator import Generator
+from titok.models.generator.pretrained import names_generator
 from titok.models.presets import tokenizer_presets
 from titok.pretrained import builtin_generators_dir, load_tokenizer
 
@@ -84,13 +90,38 @@ def check_sampling_options(steps: int | None, guidance: float | None, temperatur
         raise TitokError(f"--temperature must be >= 0, got {temperature}")
 
 
+def generate_models(
+    generator: str | None, model: str | None, tokenizer: str | None
+) -> tuple[str | None, str | None, list[str]]:
+    """The generator and tokenizer specs that ``--generator``, ``--model`` and the old
+    ``--tokenizer`` ask for, and a warning per old spelling used (see the module docstring)."""
+    warnings = []
+    if tokenizer is not None:
+        if model is not None and generator is None:
+            warnings.append(
+                f"--model {model} --tokenizer {tokenizer} is the old spelling of --generator {model} --model {tokenizer}"
+            )
+            return model, tokenizer, warnings
+        if model is not None:
+            raise TitokError("--tokenizer is the old spelling of --model: pass one of them")
+        warnings.append("--tokenizer is the old spelling of --model (the tokenizer, as in every command)")
+        return generator, tokenizer, warnings
+    if generator is None and model is not None and names_generator(model):
+        warnings.append(
+            f"--model {model} names a generator: that is the old spelling of --generator {model} "
+            "(--model is the tokenizer, as in every command)"
+        )
+        return model, None, warnings
+    return generator, model, warnings
+
+
 def tokenizer_spec(generator_spec: str, generator: Generator, tokenizer: str | None) -> str:
     """The tokenizer to decode with (see the module docstring for the order)."""
     spec = tokenizer or generator.config.tokenizer
     if spec is None:
         if generator_spec in tokenizer_presets():
             return generator_spec
-        raise TitokError(f"{generator_spec}: does not name its tokenizer; pass --tokenizer")
+        raise TitokError(f"{generator_spec}: does not name its tokenizer; pass --model (the tokenizer)")
     beside = Path(generator_spec) / spec
     if tokenizer is None and not Path(spec).exists() and Path(generator_spec).is_dir() and beside.exists():
         return str(beside)
@@ -109,12 +140,16 @@ def generate(
     ] = None,
     num: Annotated[int, typer.Option("-n", "--num", min=1, help="Images per class.")] = 4,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("generated"),
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            "--generator", "-g", help="Generator: preset, hub id or folder (default: the built-in one)."
+        ),
+    ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Generator: preset, hub id or folder.")
+        str | None, typer.Option("--model", "-m", help="Tokenizer to decode with (default: the generator's).")
     ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option("--tokenizer", help="Tokenizer to decode with (default: the generator's).")
-    ] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", hidden=True, help="Old --model.")] = None,
     steps: Annotated[
         int | None,
         typer.Option(
@@ -167,9 +202,12 @@ def generate(
     if unconditional and classes:
         raise TitokError("--unconditional samples without a class: drop --class")
     dev, dt = parse_device(device), parse_dtype(dtype)
-    spec = model or DEFAULT_GENERATOR
-    if model is None and not (builtin_generators_dir() / DEFAULT_GENERATOR).is_dir():
-        raise TitokError("no built-in generator is installed: pass --model (e.g. titok-l32) and --tokenizer")
+    generator, model, warnings = generate_models(generator, model, tokenizer)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    spec = generator or DEFAULT_GENERATOR
+    if generator is None and not (builtin_generators_dir() / DEFAULT_GENERATOR).is_dir():
+        raise TitokError("no built-in generator is installed: pass --generator (e.g. titok-l32)")
     gen = Generator.from_pretrained(spec).to(dev)
     gen.config.sampling_settings(
         num_steps=steps,
@@ -187,7 +225,7 @@ def generate(
         labels = list(range(len(names)))
     else:
         raise TitokError(f"pass --class (this model has {len(names)} classes)")
-    tok_spec = tokenizer_spec(spec, gen, tokenizer)
+    tok_spec = tokenizer_spec(spec, gen, model)
     tok = load_tokenizer(tok_spec).to(dev)
     if tok.config.codebook_size != gen.config.codebook_size or tok.num_tokens != gen.config.seq_len:
         raise TitokError(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import typer
@@ -16,6 +17,10 @@ from titok.errors import TitokError
 from titok.models.presets import get_preset, tokenizer_presets
 from titok.models.titok import TiTok
 from titok.pretrained import builtin_models_dir, load_tokenizer
+
+if TYPE_CHECKING:
+    from titok.models.generator import Generator
+    from titok.models.vqgan import VQGAN
 
 log = logging.getLogger("titok")
 
@@ -46,6 +51,29 @@ ForcePrefixOpt = Annotated[
     bool,
     typer.Option("--force-prefix", help="Allow --num-tokens below K for a model not trained on prefixes."),
 ]
+
+DataOpt = Annotated[
+    str, typer.Option("--data", "-d", help="Data spec: tar shards, shard folder, image folder, list.")
+]
+HoldoutSeedOpt = Annotated[int, typer.Option("--holdout-seed", help="Seed of the holdout choice.")]
+WorkersOpt = Annotated[int, typer.Option("--num-workers", min=0, help="Data loading worker processes.")]
+TeacherOpt = Annotated[
+    str | None, typer.Option("--teacher", help="VQGAN decoding a stage-1 model ('maskgit-vqgan' or a path).")
+]
+JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Also write the results as JSON here.")]
+GeneratorOpt = Annotated[
+    str | None, typer.Option("--generator", "-g", help="Generator: preset, folder, file.")
+]
+GeneratorPresetOpt = Annotated[
+    str | None, typer.Option("--generator-preset", help="Architecture of a bare generator weights file.")
+]
+NumStepsOpt = Annotated[
+    int | None, typer.Option("--num-steps", min=1, help="Sampling steps (default: model's).")
+]
+GuidanceOpt = Annotated[
+    float | None, typer.Option("--guidance-scale", min=0.0, help="CFG scale (default: model's).")
+]
+
 
 _DTYPES = {
     "float32": torch.float32,
@@ -88,6 +116,54 @@ def resolve_model(spec: str | None, preset: str | None, device: torch.device) ->
         model = load_tokenizer(spec, preset=preset)
         note = spec
     return model.to(device), note
+
+
+def load_teacher(spec: str | None, device: torch.device) -> VQGAN | None:
+    """The VQGAN of ``--teacher`` (eval mode, on ``device``), or None when it is not given."""
+    if spec is None:
+        return None
+    from titok.pretrained import load_vqgan
+
+    return load_vqgan(spec).to(device).eval()
+
+
+def sampling_settings(num_steps: int | None, guidance_scale: float | None) -> dict[str, Any]:
+    """``--num-steps``/``--guidance-scale`` as sampling keyword arguments (unset ones left out: the
+    generator's own defaults apply)."""
+    settings: dict[str, Any] = {}
+    if num_steps is not None:
+        settings["num_steps"] = num_steps
+    if guidance_scale is not None:
+        settings["guidance_scale"] = guidance_scale
+    return settings
+
+
+def resolve_generator(
+    spec: str, preset: str | None, tokenizer: TiTok, device: torch.device
+) -> tuple[Generator, str]:
+    """Load the generator named by ``spec``; returns it (eval mode, on ``device``) and a description.
+
+    A preset without published weights is built freshly initialised (seed 0) with the tokenizer's
+    codebook size and token count, which is only meaningful for throughput measurements.
+    """
+    from titok.models.generator import Generator, generator_presets, get_generator_preset
+
+    if spec in generator_presets() and get_generator_preset(spec).hub_repo is None:
+        torch.manual_seed(0)
+        generator = Generator.from_preset(
+            spec, codebook_size=tokenizer.config.codebook_size, seq_len=tokenizer.num_tokens
+        )
+        note = f"{spec} (freshly initialised, untrained: samples are noise)"
+    else:
+        generator = Generator.from_pretrained(spec, preset=preset)
+        note = spec
+    return generator.to(device).eval(), note
+
+
+def write_json(payload: dict[str, Any], path: Path) -> None:
+    """Write ``payload`` as indented JSON to ``path`` (parents created): every ``--json-out``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def _missing_folders(path: Path) -> list[Path]:

@@ -22,12 +22,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from titok.cli.evaluate import train_classifier_command
+from titok.cli.options import DataOpt, DeviceOpt, HoldoutSeedOpt, WorkersOpt, parse_device
 from titok.cli.recipes import recipes_dir, resolve_recipe
 from titok.cli.run import run_app
+from titok.errors import ConfigError
 
 app = typer.Typer(
     name="train",
@@ -132,7 +134,69 @@ def generator(
     run_mode("generator", config, overrides, resume, output_dir)
 
 
-app.command("classifier")(train_classifier_command)
+def _parse_widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"--widths: expected positive integers separated by commas, got {text!r}")
+    return widths
+
+
+@app.command("classifier")
+def train_classifier_command(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (the feature network).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Feature-network name (default: <data folder><size>-resnet).")
+    ] = None,
+    image_size: Annotated[int, typer.Option("--image-size", min=8, help="Training resolution.")] = 64,
+    widths: Annotated[
+        str, typer.Option("--widths", help="Channels per stage, comma-separated (features: the last).")
+    ] = "32,64,128,256",
+    holdout: Annotated[
+        int, typer.Option("--holdout", min=0, help="Held-out validation images (0: none).")
+    ] = 500,
+    holdout_seed: HoldoutSeedOpt = 0,
+    max_images: Annotated[
+        int | None, typer.Option("--max-images", min=1, help="First N training images.")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 128,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate.")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.05,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.99)] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    num_workers: WorkersOpt = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Train a small classifier to serve as an offline FID/IS feature network (--feature-net OUT)."""
+    from titok.evaluation.classifier_training import ClassifierTrainingConfig, train_classifier
+
+    dev = parse_device(device)
+    config = ClassifierTrainingConfig(
+        data=data,
+        name=name,
+        image_size=image_size,
+        widths=_parse_widths(widths),
+        holdout=holdout,
+        holdout_seed=holdout_seed,
+        max_train_images=max_images,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        num_workers=num_workers,
+    )
+    result = train_classifier(
+        config, out, device=dev, resume=resume, log=lambda line: typer.echo(line, err=True)
+    )
+    top1 = "n/a (no holdout)" if result.val_top1 is None else f"{result.val_top1:.4f}"
+    typer.echo(f"saved {config.network_name()!r} to {out}; val top-1 {top1}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
     return run_app(app, argv, prog_name="titok train")
 
 
-__all__ = ["app", "main", "recipes_dir", "resolve_recipe", "run_mode"]
+__all__ = ["app", "main", "recipes_dir", "resolve_recipe", "run_mode", "train_classifier_command"]

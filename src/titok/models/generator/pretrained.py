@@ -82,6 +82,25 @@ def find_generator(
     )
 
 
+def names_generator(name_or_path: str | os.PathLike[str]) -> bool:
+    """Whether ``name_or_path`` is, without any download, recognisably a generator: a built-in
+    generator, a generator preset, a folder whose ``config.json`` holds a generator, or a weights
+    file named like the authors' ``generator_titok_l32.bin``. Hub ids and other files: False."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        try:
+            generator_config_from_json(path / "config.json")
+        except (CheckpointError, ConfigError):
+            return False
+        return True
+    if path.is_file():
+        return _RAW_NAME.search(path.name) is not None
+    name = str(name_or_path)
+    if "/" not in name and (builtin_generators_dir() / name).is_dir():
+        return True
+    return normalize_preset_name(name) in GENERATOR_PRESETS
+
+
 def generator_config_from_json(path: Path) -> GeneratorConfig:
     """Read a generator config from our ``config.json`` or the authors' (``model.generator``)."""
     try:
