@@ -6,6 +6,8 @@ how it fails, never the quality of a trained model.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 from pathlib import Path
 
@@ -260,6 +262,19 @@ def test_generate_records_every_step_as_the_masked_tokens_fill_in(models: Shared
     assert torch.allclose(actions.pil_to_tensor(frames[-1][0]), final[0], atol=1 / 255)
 
 
+def test_generate_uses_the_generators_own_sampling_defaults() -> None:
+    """Settings left unset are the model's (its config), not numbers of the page's own."""
+    models = CountingLoaders().models()
+    config = models.generator().model.config
+    config.num_steps, config.guidance_scale, config.randomize_temperature = 3, 0.0, 0.0
+    default = actions.generate(models, "dog", num_samples=2, seed=1)
+    assert len(default.steps) == 3
+    explicit = actions.generate(
+        models, "dog", num_samples=2, seed=1, num_steps=3, guidance_scale=0.0, temperature=0.0
+    )
+    assert explicit.steps == default.steps
+
+
 def test_generate_refuses_an_unknown_class_and_impossible_settings(models: SharedModels) -> None:
     with pytest.raises(TitokError, match="unknown class name 'zebra'"):
         actions.generate(models, "zebra")
@@ -284,17 +299,57 @@ def test_page_errors_show_a_line_and_leave_the_other_outputs() -> None:
     gr = pytest.importorskip("gradio")
     from titok.web.app import page_errors
 
+    status = gr.Markdown()
+
     def wrong_input(x: int) -> tuple[int, str]:
         raise TitokError(f"bad <{x}>")
 
     def bug(x: int) -> tuple[int, str]:
         raise KeyError("oops")
 
-    skipped, line = page_errors(wrong_input, 2, 1)(3)
-    assert skipped == gr.skip() and line == '<span class="titok-error">error: bad &lt;3&gt;</span>'
-    _, line = page_errors(bug, 2, 1)(3)
+    assert page_errors(wrong_input, status)(3) == {
+        status: '<span class="titok-error">error: bad &lt;3&gt;</span>'
+    }
+    (line,) = page_errors(bug, status)(3).values()
     assert "internal error (KeyError: &#x27;oops&#x27;)" in line and "Traceback" not in line
-    assert page_errors(lambda x: (x, "ok"), 2, 1)(5) == (5, "ok")
+    assert page_errors(lambda x: (x, "ok"), status)(5) == (5, "ok")
+
+
+def test_an_error_on_the_page_lands_in_its_tab_status_line() -> None:
+    """Each event's error goes to the status line of its own tab (keyed by component, not by
+    position), and Gradio's own post-processing leaves every other output, state included, as it was."""
+    gr = pytest.importorskip("gradio")
+    from gradio.state_holder import SessionState
+
+    from titok.web.app import build_app
+
+    app = build_app(CountingLoaders().models())
+    checked = 0
+    for block_fn in app.fns.values():
+        statuses = [c for c in block_fn.outputs if (c.elem_id or "").endswith("-status")]
+        if not statuses or block_fn.fn is None:
+            continue
+        arguments = [None] * len(inspect.signature(block_fn.fn).parameters)  # no page yet: an error
+        result = block_fn.fn(*arguments)
+        if isinstance(result, tuple) and all(value == gr.skip() for value in result):
+            continue  # an event with nothing to do before a first result (the length slider)
+        assert isinstance(result, dict) and list(result) == statuses, block_fn.name
+        assert "error: " in result[statuses[0]] and "internal error" not in result[statuses[0]]
+        session = SessionState(app)
+        stateful = [c for c in block_fn.outputs if c.stateful]
+        for component in stateful:
+            session[component._id] = {"page": "before"}
+        values = asyncio.run(app.postprocess_data(block_fn, result, session))
+        for component, value in zip(block_fn.outputs, values, strict=True):
+            if component is statuses[0]:
+                assert "error: " in str(value), block_fn.name
+            elif component.stateful:
+                assert session[component._id] == {"page": "before"}, block_fn.name
+            else:  # an update that changes nothing
+                assert isinstance(value, dict) and value.get("__type__") == "update", block_fn.name
+                assert "value" not in value and "value" not in value.get("props", {}), block_fn.name
+        checked += 1
+    assert checked >= 7
 
 
 # -- what `titok web` loads ---------------------------------------------------------------------------

@@ -301,19 +301,20 @@ def generate(
     models: SharedModels,
     class_text: str,
     num_samples: int = 4,
-    num_steps: int = 8,
-    guidance_scale: float = 2.0,
-    guidance_schedule: str = "linear",
-    temperature: float = 1.0,
+    num_steps: float | None = None,
+    guidance_scale: float | None = None,
+    guidance_schedule: str | None = None,
+    temperature: float | None = None,
     seed: int = 0,
     precision_name: str = "float32",
     num_tokens: float | None = None,
 ) -> Generation:
     """Sample ``num_samples`` images of a class (name or id), recording every decoding step; with
-    ``num_tokens``, only the first k tokens (a tokenizer trained on prefixes)."""
+    ``num_tokens``, only the first k tokens (a tokenizer trained on prefixes). Sampling settings
+    left at None are the generator's own defaults (its config)."""
     dtype = precision_dtype(precision_name)
     n = whole_number(num_samples, "samples", 1, MAX_SAMPLES)
-    steps = whole_number(num_steps, "steps", 1, MAX_STEPS)
+    steps = None if num_steps is None else whole_number(num_steps, "steps", 1, MAX_STEPS)
     seed = whole_number(seed, "seed", 0, 2**63 - 1)
     tokenizer, generator = models.generation_pair()
     if not str(class_text or "").strip():

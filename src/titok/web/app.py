@@ -27,6 +27,7 @@ import gradio as gr
 from PIL import Image
 
 from titok.errors import TitokError
+from titok.models.generator.config import GeneratorConfig
 from titok.samples import bundled_samples_dir
 from titok.sampling import GUIDANCE_SCHEDULES
 from titok.web import actions
@@ -57,17 +58,17 @@ def error_markdown(message: str) -> str:
     return f'<span class="titok-error">error: {html.escape(message)}</span>'
 
 
-def page_errors(
-    fn: Callable[..., tuple[Any, ...]], outputs: int, status: int
-) -> Callable[..., tuple[Any, ...]]:
-    """``fn`` whose errors become a line in output ``status`` (the other outputs are left as they are).
+def page_errors(fn: Callable[..., Any], status: gr.components.Component) -> Callable[..., Any]:
+    """``fn`` whose errors become a line in the ``status`` component.
 
+    On an error the result is ``{status: line}``, keyed by the component itself: Gradio updates
+    that output only and leaves the others as they are, whatever their order in the event.
     A :class:`TitokError` is a wrong input or a model that failed to load: its message is shown.
     Anything else is a bug: its traceback goes to the server log and the page says so.
     """
 
     @functools.wraps(fn)
-    def guarded(*args: Any) -> tuple[Any, ...]:
+    def guarded(*args: Any) -> Any:
         try:
             return fn(*args)
         except TitokError as exc:
@@ -75,9 +76,7 @@ def page_errors(
         except Exception as exc:
             log.exception("%s failed", fn.__name__)
             message = f"internal error ({type(exc).__name__}: {exc}); the server log has the details"
-        result: list[Any] = [gr.skip()] * outputs
-        result[status] = error_markdown(message)
-        return tuple(result)
+        return {status: error_markdown(message)}
 
     return guarded
 
@@ -240,22 +239,18 @@ def _reconstruct_tab(
 
     recon_outputs = [shown_input, output, grid, status, state, code]
     run.click(
-        page_errors(do_reconstruct, len(recon_outputs), 3),
+        page_errors(do_reconstruct, status),
         inputs=[upload, sample, precision, position, length],
         outputs=recon_outputs,
     )
     edit_outputs = [output, grid, status, state]
     replace.click(
-        page_errors(do_replace, len(edit_outputs), 2),
+        page_errors(do_replace, status),
         inputs=[state, position, code, precision, length],
         outputs=edit_outputs,
     )
-    reset.click(
-        page_errors(do_reset, len(edit_outputs), 2), inputs=[state, precision, length], outputs=edit_outputs
-    )
-    length.release(
-        page_errors(do_length, len(edit_outputs), 2), inputs=[state, precision, length], outputs=edit_outputs
-    )
+    reset.click(page_errors(do_reset, status), inputs=[state, precision, length], outputs=edit_outputs)
+    length.release(page_errors(do_length, status), inputs=[state, precision, length], outputs=edit_outputs)
     position.change(current_token, inputs=[state, position], outputs=code, queue=False)
 
 
@@ -337,13 +332,13 @@ def _mix_tab(models: SharedModels, samples: dict[str, Path], num_tokens: int) ->
 
     tokenize_outputs = [recon_a, recon_b, mixed, strip, status, state]
     run.click(
-        page_errors(do_tokenize, len(tokenize_outputs), 4),
+        page_errors(do_tokenize, status),
         inputs=[upload_a, sample_a, upload_b, sample_b, precision, count],
         outputs=tokenize_outputs,
     )
-    count.release(page_errors(do_mix, 2, 1), inputs=[state, count, precision], outputs=[mixed, status])
+    count.release(page_errors(do_mix, status), inputs=[state, count, precision], outputs=[mixed, status])
     swap.click(
-        page_errors(do_swap, 3, 2),
+        page_errors(do_swap, status),
         inputs=[state, positions, precision],
         outputs=[swapped_a, swapped_b, status],
     )
@@ -353,15 +348,15 @@ def _generate_tab(models: SharedModels, num_tokens: int) -> None:
     try:
         gen = models.generator()
         config, names = gen.model.config, list(gen.class_names)
-        defaults = (
-            config.num_steps,
-            config.guidance_scale,
-            config.guidance_schedule,
-            config.randomize_temperature,
-        )
     except ModelLoadError as exc:
         gr.Markdown(error_markdown(str(exc)))
-        names, defaults = [], (8, 2.0, "linear", 1.0)
+        config, names = GeneratorConfig(), []  # the fields show the library's defaults
+    defaults = (
+        config.num_steps,
+        config.guidance_scale,
+        config.guidance_schedule,
+        config.randomize_temperature,
+    )
     state = gr.State({})
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
@@ -438,11 +433,11 @@ def _generate_tab(models: SharedModels, num_tokens: int) -> None:
 
     gen_outputs = [samples, steps_view, status, state]
     run.click(
-        page_errors(do_generate, len(gen_outputs), 2),
+        page_errors(do_generate, status),
         inputs=[label, count, steps, guidance, schedule, temperature, seed, precision, length],
         outputs=gen_outputs,
     )
-    samples.select(page_errors(do_select, 2, 1), inputs=[state, precision], outputs=[steps_view, status])
+    samples.select(page_errors(do_select, status), inputs=[state, precision], outputs=[steps_view, status])
 
 
 def build_app(models: SharedModels) -> gr.Blocks:
