@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from titok.data import DataConfig, build_dataset
 from titok.models.presets import tokenizer_config
 from titok.models.titok import TiTok
-from titok.training.optim import EMBEDDING_NAMES
+from titok.training.optim import EMBEDDING_NAMES, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "imagenette"
@@ -321,11 +321,10 @@ def main() -> None:
     groups = [{"params": rest}, {"params": embeddings, "lr": args.lr * args.embedding_lr_scale}]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
 
-    def rate(s: int) -> float:
-        decay = 1.0 if args.constant else 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
-        return min(1.0, (s + 1) / args.warmup) * decay
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
+    schedule = "constant" if args.constant else "cosine"
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s + 1, args.warmup, args.steps, args.lr, 0.0, schedule)
+    )
 
     def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Decoder output, quantizer loss, code ids (None without quantizer), latents."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import tarfile
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from titok.evaluation.classifier_training import (
     augment,
     default_network_name,
     fit,
-    learning_rate,
     top1_accuracy,
     train_classifier,
 )
@@ -142,14 +140,6 @@ def test_augment_crops_and_flips_without_changing_shape() -> None:
         assert torch.equal(out, original) or torch.equal(out, original.flip(-1))
     cropped = augment(images, 2, False, gen)
     assert cropped.shape == images.shape and not torch.equal(cropped, images)
-
-
-def test_learning_rate_warms_up_then_decays_to_zero() -> None:
-    assert learning_rate(0, 100, 10, 1.0) == pytest.approx(0.1)
-    assert learning_rate(9, 100, 10, 1.0) == pytest.approx(1.0)
-    assert learning_rate(10, 100, 10, 1.0) == pytest.approx(1.0)
-    assert learning_rate(55, 100, 10, 1.0) == pytest.approx(0.5)
-    assert math.isclose(learning_rate(100, 100, 10, 1.0), 0.0, abs_tol=1e-12)
 
 
 def test_default_name_follows_the_data_folder(imagenette: Path) -> None:

@@ -297,6 +297,17 @@ def test_commit_replaces_a_partial_staging_folder(tmp_path: Path) -> None:
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-00000005", "checkpoint-00000007"]
 
 
+def test_the_one_schedule_warms_up_then_decays_to_the_end_rate() -> None:
+    """Every training loop (modes, classifier, plateau benchmark) takes its rate from lr_factor."""
+    from titok.training.optim import lr_factor
+
+    assert lr_factor(0, 10, 110, 1.0, 0.0) == 0.0 and lr_factor(5, 10, 110, 1.0, 0.0) == pytest.approx(0.5)
+    assert lr_factor(10, 10, 110, 1.0, 0.0) == pytest.approx(1.0)
+    assert lr_factor(60, 10, 110, 1.0, 0.0) == pytest.approx(0.5)  # half-way down the cosine
+    assert lr_factor(110, 10, 110, 2.0, 0.5) == pytest.approx(0.25) == lr_factor(500, 10, 110, 2.0, 0.5)
+    assert lr_factor(60, 10, 110, 1.0, 0.0, "constant") == 1.0
+
+
 def test_embedding_lr_scale_gives_the_tokens_and_embeddings_their_own_rate(
     shard: Path, tmp_path: Path
 ) -> None:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from titok.errors import CheckpointError, ConfigError, DataError
 from titok.evaluation.reconstruction import DataSplit, split_batches
 from titok.models.classifier import Classifier, ClassifierConfig
+from titok.training.optim import lr_factor
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
@@ -159,14 +160,6 @@ def augment(images: torch.Tensor, pad: int, flip: bool, generator: torch.Generat
     return images
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def make_optimizer(model: Classifier, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on conv and linear weights only."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -269,7 +262,8 @@ def fit(
             images = augment(train.images[index].float() / 255.0, config.pad, config.flip, rng).to(device)
             labels = train.labels[index].to(device)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, warmup_steps, config.lr)
+                # the training modes' schedule, counted from 1: the first step is not spent at rate 0
+                group["lr"] = config.lr * lr_factor(step + 1, warmup_steps, total_steps, config.lr, 0.0)
             _, logits = model(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -399,7 +393,6 @@ __all__ = [
     "augment",
     "default_network_name",
     "fit",
-    "learning_rate",
     "load_split",
     "top1_accuracy",
     "train_classifier",
