@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench reproduce clean-venv
+.PHONY: demo test test-fast lint format bench reproduce clean-venv
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,9 +19,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/titok demo --output runs/demo
 
-## Run the test suite.
+## Run the whole test suite (the `slow` end-to-end tests included: about 1.5 of its ~6 minutes).
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The suite without the tests marked `slow` (learning curve, browser); `pytest -m slow` runs only those.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## The whole pipeline on Imagenette at 64 px (BUDGET=quick|default); report in runs/imagenette64-$(BUDGET)/.
 BUDGET ?= default

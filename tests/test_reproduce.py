@@ -112,23 +112,46 @@ def test_a_second_call_skips_finished_stages(tiny_run: Path, imagenette) -> None
     assert sum(line.startswith("[skip]") for line in lines) == len(before["stages"])
 
 
-def test_an_interrupted_stage_is_resumed_not_restarted(tiny_run: Path, imagenette) -> None:
-    run = Run(tiny_run, get_budget("tiny"), str(imagenette), echo=lambda _: None)
-    calls: list[int] = []
+def test_an_interrupted_stage_is_resumed_not_restarted(
+    tiny_run: Path, imagenette, tmp_path, monkeypatch
+) -> None:
+    """A training stage that dies at step 3 trains on from its checkpoint 2 on the next call."""
+    from titok.training.engine import Engine
 
-    def failing() -> None:
-        calls.append(1)
-        raise RuntimeError("interrupted")
+    copy = tmp_path / "copy"  # a copy: the module's run stays as the other tests expect it
+    shutil.copytree(tiny_run, copy)
+    stage = copy / "titok-k8-single"
+    for folder in [stage / "export", *stage.glob("checkpoint-*")]:
+        shutil.rmtree(folder)
+    state = json.loads((copy / "state.json").read_text())
+    assert state["stages"]["titok-k8-single"]["start_step"] == 0
+    state["stages"]["titok-k8-single"]["done"] = False
+    (copy / "state.json").write_text(json.dumps(state))
+    kept = {n: (copy / n).stat().st_mtime_ns for n in ("titok-k8-stage1", "classifier")}
 
-    with pytest.raises(RuntimeError):
-        run.stage("extra", failing)
-    state = json.loads((tiny_run / "state.json").read_text())
-    assert state["stages"]["extra"]["done"] is False
-    run.stage("extra", lambda: {"value": 1.0})
-    state = json.loads((tiny_run / "state.json").read_text())
-    assert state["stages"]["extra"]["done"] is True and len(calls) == 1
-    run.stage("extra", failing)  # done: not run again
-    assert len(calls) == 1
+    save = Engine._save_checkpoint
+
+    def dies_at_step_3(self: Engine) -> Path:
+        if self.step == 3:
+            raise RuntimeError("killed")
+        return save(self)
+
+    monkeypatch.setattr(Engine, "_save_checkpoint", dies_at_step_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        reproduce_imagenette64(copy, get_budget("tiny"), str(imagenette), echo=lambda _: None)
+    assert [c.name for c in stage.glob("checkpoint-*")] == ["checkpoint-00000002"]
+    assert json.loads((copy / "state.json").read_text())["stages"]["titok-k8-single"]["done"] is False
+
+    monkeypatch.setattr(Engine, "_save_checkpoint", save)
+    lines: list[str] = []
+    reproduce_imagenette64(copy, get_budget("tiny"), str(imagenette), echo=lines.append)
+    assert "[run ] titok-k8-single" in lines and sum(line.startswith("[run ]") for line in lines) == 1
+    record = json.loads((copy / "state.json").read_text())["stages"]["titok-k8-single"]
+    assert record["done"] is True and record["start_step"] == 2 and record["steps"] == 4
+    assert (stage / "export" / "model.safetensors").is_file()
+    steps = [json.loads(line)["step"] for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 4
+    assert {n: (copy / n).stat().st_mtime_ns for n in kept} == kept
 
 
 def test_another_budget_in_the_same_folder_is_refused(tiny_run: Path, imagenette) -> None:

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from titok.errors import ConfigError
 from titok.models.titok import TiTok
 from titok.pretrained import load_vqgan
-from titok.training import TrainResult, load_recipe, make_task, train
+from titok.training import Recipe, TrainResult, load_recipe, make_task, train
 from titok.training import checkpointing as ckpt
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
@@ -65,6 +67,21 @@ def shard(imagenette: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A shard of 8 Imagenette images (one batch)."""
     folder = tmp_path_factory.mktemp("data")
     return _write_tar(folder / "small-0000.tar", _copy_samples(imagenette / "train-0000.tar", 8))
+
+
+def _shard_images(shard: Path, size: int) -> torch.Tensor:
+    """The images of a shard as one batch (N, 3, size, size) in [0, 1], resized and center-cropped."""
+    from titok.images import pil_to_tensor, resize_center_crop
+
+    with tarfile.open(shard) as tar:
+        files = [tar.extractfile(m) for m in tar if m.name.endswith(".jpg")]
+        pictures = [Image.open(io.BytesIO(f.read())).convert("RGB") for f in files if f is not None]
+    return torch.stack([pil_to_tensor(resize_center_crop(img, size)) for img in pictures])
+
+
+def result_recipe(result: TrainResult) -> Recipe:
+    """The recipe a run was trained with (its ``recipe.yaml``)."""
+    return load_recipe(result.output_dir / "recipe.yaml")
 
 
 def _train(recipe: str, mode: str, out: Path, *overrides: str) -> TrainResult:
@@ -135,7 +152,17 @@ def test_stage2_trains_the_decoder_only(
         "training.max_train_steps=20",
         "training.use_ema=false",  # the export then holds the trained weights themselves
     )
-    _assert_falls(_losses(result), 0.97)
+    _assert_falls(_losses(result), 0.95)  # measured: 0.92 in 20 steps
+    # the export reconstructs the images it was tuned on better than the model it started from
+    # (eval mode, no augmentation: deterministic; measured 0.0560 -> 0.0519)
+    from accelerate import Accelerator
+
+    images = _shard_images(shard, 32)
+    start_model = make_task(result_recipe(result)).build_model(Accelerator(cpu=True)).eval()
+    tuned = TiTok.from_pretrained(result.export_dir).eval()
+    with torch.no_grad():
+        before, after = (F.mse_loss(m.decode(m.encode(images)), images).item() for m in (start_model, tuned))
+    assert after < 0.95 * before, f"stage 2 did not improve the reconstructions: {before} -> {after}"
     start = TiTok.from_pretrained(stage1_run.export_dir).state_dict()
     end = TiTok.from_pretrained(result.export_dir)
     assert end.config.decoder_head == "vqgan"

@@ -249,14 +249,20 @@ class Run:
 def _train(recipe: Recipe, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``recipe`` into its output folder, resuming from the folder's last checkpoint if any.
 
-    Returns the steps, skipped samples and ``extra`` (for the stage's record).
+    Returns the steps, the step it started from (0, or the checkpoint it resumed), skipped samples
+    and ``extra`` (for the stage's record).
     """
     from titok.training import make_task, train
     from titok.training.checkpointing import latest_checkpoint
 
     resume = latest_checkpoint(recipe.experiment.output_dir) is not None
     result = train(make_task(recipe), resume=resume)
-    return {"steps": result.step, "skipped": dict(result.skipped), **(extra or {})}
+    return {
+        "steps": result.step,
+        "start_step": result.start_step,
+        "skipped": dict(result.skipped),
+        **(extra or {}),
+    }
 
 
 def stage_classifier(run: Run) -> dict[str, Any]:
