@@ -10,11 +10,11 @@ import difflib
 import json
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 
 from titok.errors import TitokError
+from titok.resources import package_path
 
-_CLASSES_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.json"
+_CLASSES_FILE = package_path("data", "imagenet_classes.json")
 
 #: The 10 Imagenette classes in the label order of its shards (short ImageNet names).
 IMAGENETTE_CLASSES = (

@@ -14,10 +14,10 @@ from pathlib import Path
 from titok import hub
 from titok.checkpoints import FORMAT_VERSION, WEIGHT_FILES, build_and_load, save_model, weights_in
 from titok.errors import CheckpointError
-from titok.models.generator.pretrained import builtin_generators_dir
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN, VQGANConfig
-from titok.tokenizer_files import builtin_models_dir, config_from_json
+from titok.resources import builtin_generators_dir, builtin_models_dir
+from titok.tokenizer_files import config_from_json
 
 #: Where the authors publish the MaskGIT-VQGAN used for proxy codes.
 VQGAN_REPO, VQGAN_FILE = "fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin"

@@ -9,11 +9,7 @@ from pathlib import Path
 
 from titok.errors import DataError, ImageError
 from titok.images import IMAGE_EXTENSIONS, open_image
-
-
-def bundled_samples_dir() -> Path:
-    """Folder of the sample photographs shipped in the package (licenses in its SOURCES.md)."""
-    return Path(__file__).resolve().parent / "assets" / "samples"
+from titok.resources import bundled_samples_dir
 
 
 def default_sample_data() -> Path:

@@ -22,14 +22,10 @@ from titok.checkpoints import WEIGHT_FILES, ModelFiles, weights_in
 from titok.errors import CheckpointError, ConfigError
 from titok.models.config import TiTokConfig
 from titok.models.presets import get_preset, tokenizer_presets
+from titok.resources import builtin_models_dir
 
 #: A tokenizer's architecture, its weights file and how that file is named in messages.
 TokenizerFiles = ModelFiles[TiTokConfig]
-
-
-def builtin_models_dir() -> Path:
-    """Folder of the models shipped inside the package (one sub-folder per name)."""
-    return Path(__file__).resolve().parent / "assets" / "models"
 
 
 def config_from_json(path: Path) -> TiTokConfig:

@@ -28,7 +28,8 @@ def presets(
 ) -> None:
     """List the built-in models (shipped, offline) and the tokenizer presets: tokens, codebook,
     parameters and published weights."""
-    from titok.tokenizer_files import builtin_model_names, builtin_models_dir, config_from_json
+    from titok.resources import builtin_models_dir
+    from titok.tokenizer_files import builtin_model_names, config_from_json
 
     rows = []
     for name in builtin_model_names():

@@ -18,7 +18,7 @@ from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
 from titok.cli.options import NumTokensOpt, removed_on_failure
 from titok.cli.progress import QuietOpt
-from titok.pretrained import builtin_generators_dir, builtin_models_dir
+from titok.resources import builtin_generators_dir, builtin_models_dir
 from titok.samples import default_sample_data, extract_samples
 
 #: The built-in tokenizer trained on token prefixes, whose strips the demo also writes.

@@ -37,7 +37,8 @@ from titok.images import tensor_to_pil
 from titok.models.generator import Generator
 from titok.models.generator.pretrained import names_generator
 from titok.models.presets import tokenizer_presets
-from titok.pretrained import builtin_generators_dir, load_tokenizer
+from titok.pretrained import load_tokenizer
+from titok.resources import builtin_generators_dir
 
 DEFAULT_GENERATOR = "imagenette64"
 

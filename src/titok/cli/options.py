@@ -16,7 +16,8 @@ import typer
 from titok.errors import TitokError
 from titok.models.presets import get_preset, tokenizer_presets
 from titok.models.titok import TiTok
-from titok.pretrained import builtin_models_dir, load_tokenizer
+from titok.pretrained import load_tokenizer
+from titok.resources import builtin_models_dir
 
 if TYPE_CHECKING:
     from titok.models.generator import Generator

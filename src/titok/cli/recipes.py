@@ -5,11 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from titok.errors import ConfigError
-
-
-def recipes_dir() -> Path:
-    """Folder of the packaged recipes."""
-    return Path(__file__).resolve().parents[1] / "recipes"
+from titok.resources import recipes_dir
 
 
 def resolve_recipe(config: str) -> Path:

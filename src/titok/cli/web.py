@@ -20,7 +20,7 @@ from titok.cli.generate import DEFAULT_GENERATOR, class_list_of, tokenizer_spec
 from titok.cli.options import DeviceOpt, ModelOpt, PresetOpt, parse_device, resolve_model
 from titok.errors import TitokError
 from titok.models.generator import Generator
-from titok.pretrained import builtin_generators_dir
+from titok.resources import builtin_generators_dir
 
 if TYPE_CHECKING:
     import torch

@@ -22,9 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from titok.reproduce.budget import IMAGE_SIZE, PATCH_SIZE, Budget
+from titok.resources import recipes_dir
 from titok.training.config import Recipe, load_recipe
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = recipes_dir()
 
 VQGAN_MULT = {8: [1, 2, 2, 4], 16: [1, 2, 2, 4, 4]}
 VQGAN_MODEL = [

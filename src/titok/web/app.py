@@ -28,7 +28,7 @@ from PIL import Image
 
 from titok.errors import TitokError
 from titok.models.generator.config import GeneratorConfig
-from titok.samples import bundled_samples_dir
+from titok.resources import bundled_samples_dir
 from titok.sampling import GUIDANCE_SCHEDULES
 from titok.web import actions
 from titok.web.models import ModelLoadError, SharedModels

@@ -36,6 +36,7 @@ from titok.models.generator.presets import (
     get_generator_preset,
     normalize_preset_name,
 )
+from titok.resources import builtin_generators_dir
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _RAW_NAME = re.compile(r"generator[_-]titok[_-](l32|b64|s128)", re.IGNORECASE)
@@ -44,11 +45,6 @@ _REFERENCE = re.compile(r"\$\{([\w.]+)\}")
 
 #: A generator's architecture, its weights file and how that file is named in messages.
 GeneratorFiles = ModelFiles[GeneratorConfig]
-
-
-def builtin_generators_dir() -> Path:
-    """Folder of the generators shipped with the package (``<name>/`` in the save_pretrained format)."""
-    return Path(__file__).resolve().parents[2] / "assets" / "generators"
 
 
 def find_generator(
