@@ -301,6 +301,49 @@ def test_checkpoints_are_atomic_pruned_and_export_reconstructs(shard: Path, tmp_
     assert rec.shape == images.shape and torch.isfinite(rec).all()
 
 
+def test_export_writes_any_checkpoint_without_the_training_data(shard: Path, tmp_path: Path, capsys) -> None:
+    """``titok train export RUN --step N``: the model of checkpoint N, as the run would have exported
+    it had it ended there (a run stopped at ``stop_at_step`` writes no export of its own)."""
+    import yaml
+
+    from titok.cli import main
+    from titok.training.export import export_run
+
+    run = tmp_path / "run"
+    common = [
+        f"data.train={shard}",
+        "training.max_train_steps=6",
+        "experiment.save_every=2",
+        "training.use_ema=true",
+    ]
+    full = _train("tiny_single_stage", "single_stage", run, *common)
+    stopped = _train(
+        "tiny_single_stage", "single_stage", tmp_path / "stopped", *common, "training.stop_at_step=4"
+    )
+    assert stopped.export_dir is None
+
+    # The last checkpoint exports byte for byte what the run exported (EMA weights included).
+    again = export_run(run, directory=tmp_path / "again")
+    for part in ("config.json", "model.safetensors"):
+        assert (again / part).read_bytes() == (full.export_dir / part).read_bytes()
+    # Step 4 of the full run == the end of the run stopped there (same seed, same data).
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["data"]["train"] = str(tmp_path / "gone")  # the data is not needed to export
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "export", str(run), "--step", "4"]) == 0
+    assert str(run / "export-4") in capsys.readouterr().out
+    assert main(["train", "export", str(tmp_path / "stopped")]) == 0  # its latest: step 4
+    a = TiTok.from_pretrained(run / "export-4").state_dict()
+    b = TiTok.from_pretrained(tmp_path / "stopped" / "export-4").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], v) for k, v in TiTok.from_pretrained(again).state_dict().items())
+
+    assert main(["train", "export", str(run), "--step", "5"]) == 2
+    assert "no checkpoint at step 5 (steps saved: 2, 4, 6)" in capsys.readouterr().err
+    assert main(["train", "export", str(tmp_path)]) == 2
+    assert "not a training run folder (no recipe.yaml)" in capsys.readouterr().err
+
+
 def test_commit_replaces_a_partial_staging_folder(tmp_path: Path) -> None:
     stale = ckpt.prepare_staging(tmp_path, 5)
     (stale / "junk.bin").write_bytes(b"half written")

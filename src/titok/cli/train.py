@@ -12,6 +12,8 @@ Each command takes a recipe and dotted overrides::
 ``accelerate launch [--num_processes N] -m titok.cli_train ...`` for several processes or machines
 (``titok.cli_train`` is this module under its documented name). ``titok train generator`` trains
 the MaskGIT generator on tokens written by ``titok pretokenize``, through the same engine.
+``titok train export RUN --step N`` exports a checkpoint of a run that stopped before its end
+(``training.stop_at_step``), as the packaged decoder fine-tuning recipe does.
 
 The training stack (Accelerate, WebDataset, TensorBoard: the ``train`` extra) is imported when a
 command runs, so ``titok train --help`` works on a core install and a missing extra is one line.
@@ -132,6 +134,23 @@ def generator(
 ) -> None:
     """Train a class-conditional MaskGIT generator on tokens written by titok pretokenize."""
     run_mode("generator", config, overrides, resume, output_dir)
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="A training run folder (holds recipe.yaml and checkpoints).")],
+    step: Annotated[
+        int | None, typer.Option("--step", min=1, help="Checkpoint step to export (default: the latest).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Export folder (default: RUN/export-STEP).")
+    ] = None,
+) -> None:
+    """Export a run's checkpoint as a loadable model (for runs stopped at training.stop_at_step)."""
+    from titok.training.export import export_run
+
+    _configure_logging()
+    typer.echo(f"exported model: {export_run(run, step, out)}")
 
 
 def _parse_widths(text: str) -> tuple[int, ...]:

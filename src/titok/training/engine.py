@@ -127,7 +127,11 @@ class Engine:
         self.step = 0
 
     # ------------------------------------------------------------------ setup
-    def _setup(self) -> None:
+    def _setup(self, data: bool = True) -> None:
+        """Accelerator, modules, optimizers, EMA (and, with ``data``, the loader and the resume).
+
+        ``data=False`` builds what exporting a checkpoint needs, without the training data.
+        """
         from accelerate.utils import set_seed
 
         recipe, t = self.recipe, self.recipe.training
@@ -135,13 +139,15 @@ class Engine:
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = t.enable_tf32
             torch.backends.cudnn.allow_tf32 = t.enable_tf32
-        self._check_output_dir()
-        self.task.check_data()  # fail fast on a wrong data path, before building models
+        if data:
+            self._check_output_dir()
+            self.task.check_data()  # fail fast on a wrong data path, before building models
         set_seed(t.seed)  # the same initial weights on every process
         self.modules = self.task.build(acc)
         if "model" not in self.modules:
             raise ValueError(f"task {self.task.mode!r} built no 'model' module")
-        self.loader = self.task.loader(acc.process_index, acc.num_processes)
+        if data:
+            self.loader = self.task.loader(acc.process_index, acc.num_processes)
 
         specs = self.task.optimizers()
         trained = {s.module for s in specs}
@@ -173,7 +179,7 @@ class Engine:
         if t.use_ema:
             self.ema = EMA(self.modules["model"], decay=t.ema_decay)
         set_seed(t.seed, device_specific=True)  # distinct noise per process from here on
-        if self.resume:
+        if self.resume and data:
             self._load_latest()
 
     def _check_output_dir(self) -> None:
@@ -262,14 +268,7 @@ class Engine:
         if folder != found[-1]:
             logger.warning("resuming from %s, the newest intact checkpoint", folder.name)
         meta, tensors, ema_tensors, state, rank_state = saved
-        for name in self.optimizers_modules():
-            load_strict(self.modules[name], tensors[name], str(folder / f"{name}.safetensors"))
-        if self.ema is not None:
-            if ema_tensors is not None:
-                self.ema.load_tensors(ema_tensors, state["ema_updates"])
-            else:
-                logger.warning("%s has no EMA weights: the average restarts from the current weights", folder)
-                self.ema = EMA(self.modules["model"], decay=self.recipe.training.ema_decay)
+        self._load_weights(folder, tensors, ema_tensors, state)
         for name, opt in self.optimizers.items():
             opt.optimizer.load_state_dict(state["optimizers"][name])
             opt.scheduler.load_state_dict(state["schedulers"][name])
@@ -298,6 +297,41 @@ class Engine:
             set_seed(self.recipe.training.seed + self.step, device_specific=True)
         logger.info("resumed from %s at step %d", folder, self.step)
 
+    def _load_weights(
+        self, folder: Path, tensors: dict[str, Any], ema_tensors: dict[str, Any] | None, state: dict[str, Any]
+    ) -> None:
+        for name in self.optimizers_modules():
+            load_strict(self.modules[name], tensors[name], str(folder / f"{name}.safetensors"))
+        if self.ema is not None:
+            if ema_tensors is not None:
+                self.ema.load_tensors(ema_tensors, state["ema_updates"])
+            else:
+                logger.warning("%s has no EMA weights: the average restarts from the current weights", folder)
+                self.ema = EMA(self.modules["model"], decay=self.recipe.training.ema_decay)
+
+    def export_checkpoint(self, step: int | None = None, directory: str | Path | None = None) -> Path:
+        """Export the model of checkpoint ``step`` (None: the latest) without training.
+
+        For a run stopped on purpose before ``max_train_steps`` (``training.stop_at_step``), which
+        writes checkpoints but no export. The training data is not read. Returns the export folder,
+        by default ``<run>/export-<step>`` (loadable with ``from_pretrained``, like ``export/``).
+        """
+        found = ckpt.list_checkpoints(self.output_dir)
+        if step is None:
+            folder = found[-1] if found else None
+        else:
+            folder = ckpt.checkpoint_path(self.output_dir, step)
+        if folder is None or folder not in found:
+            have = ", ".join(str(int(p.name.split("-")[-1])) for p in found) or "none"
+            wanted = "no checkpoint" if step is None else f"no checkpoint at step {step}"
+            raise CheckpointError(f"{self.output_dir}: {wanted} (steps saved: {have})")
+        self._setup(data=False)
+        meta, tensors, ema_tensors, state, _ = self._read_checkpoint(folder)
+        self._load_weights(folder, tensors, ema_tensors, state)
+        self.step = int(meta["step"])
+        target = Path(directory) if directory is not None else self.output_dir / f"export-{self.step}"
+        return self._export(target)
+
     def _read_checkpoint(self, folder: Path) -> tuple[Any, ...]:
         """Every file of ``folder`` this process needs, read and checked before anything is changed:
         (meta, module tensors, EMA tensors or None, state, this rank's state or None).
@@ -322,7 +356,7 @@ class Engine:
         ema_path = folder / "ema.safetensors"
         ema = ckpt.load_tensors(ema_path) if self.ema is not None and ema_path.is_file() else None
         rank_state = None
-        if int(meta.get("world_size", 1)) == self.accelerator.num_processes:
+        if self.loader is not None and int(meta.get("world_size", 1)) == self.accelerator.num_processes:
             rank_state = ckpt.load_torch(ckpt.rank_file(folder, self.accelerator.process_index))
         return meta, tensors, ema, state, rank_state
 
@@ -447,8 +481,8 @@ class Engine:
         """A block with the EMA weights in ``model`` (its own weights when EMA is off)."""
         return self.ema.swapped_in(model) if self.ema is not None else nullcontext()
 
-    def _export(self) -> Path:
-        directory = self.output_dir / "export"
+    def _export(self, directory: Path | None = None) -> Path:
+        directory = directory if directory is not None else self.output_dir / "export"
         if self.accelerator.is_main_process:
             model = self.modules["model"]
             check_finite(model, "model", self.step)
