@@ -38,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "finetune.json"
 
 
-def run_models(run: Path) -> tuple[dict, list[tuple[int, TiTok]]]:
-    """(recipe, [(step, model)]) of a stage-2 run: the starting tokenizer and each checkpoint."""
+def run_models(run: Path, start: str | None = None) -> tuple[dict, list[tuple[int, TiTok]]]:
+    """(recipe, [(step, model)]) of a stage-2 run: the starting tokenizer (``start``, default the
+    recipe's ``init_from``) and each checkpoint."""
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
-    base = TiTok.from_pretrained(recipe["init_from"])
+    base = TiTok.from_pretrained(start or recipe["init_from"])
     overrides = {k: v for k, v in (recipe.get("model") or {}).items() if k != "preset"}
     config = dataclasses.replace(base.config, **overrides)
     models = [(0, base)]
@@ -83,14 +84,39 @@ def main() -> None:
         default=None,
         help="write the bundled photographs: original | starting tokenizer | each run's last checkpoint",
     )
+    parser.add_argument(
+        "--sample-models",
+        nargs="+",
+        default=None,
+        help="the models of --samples instead (built-in names or export folders), left to right",
+    )
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="the tokenizer the runs started from (default: their init_from; a folder when that "
+        "built-in name has since been replaced, as imagenette64 was by its fine-tuned decoder)",
+    )
+    parser.add_argument(
+        "--no-measure", action="store_true", help="measure nothing: draw --plot from the results file"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    if args.no_measure:
+        missing = [run.name for run in args.runs if run.name not in results]
+        if missing:
+            parser.error(f"{args.results} has no entry for {', '.join(missing)}")
+        if args.plot is not None:
+            network = load_classifier(args.classifier).name
+            plot({run.name: results[run.name] for run in args.runs}, args.plot, network)
+        if args.samples is not None:
+            samples_figure(sample_models(args), args.samples)
+        return
     split = DataSplit(args.data, "val", args.holdout, 0, args.images)
     networks = [load_classifier(p).eval() for p in [args.classifier, *args.also]]
     references = {net.name: real_summary(net, split, 64).stats for net in networks}
     for run in args.runs:
-        recipe, models = run_models(run)
+        recipe, models = run_models(run, args.start)
         batch = int(recipe["training"]["batch_size"])
         rows = []
         chosen = [m for i, m in enumerate(models) if i % args.every == 0 or i == len(models) - 1]
@@ -114,7 +140,7 @@ def main() -> None:
             )
             first = networks[0].name
             row[f"rFID[{first}]"] = metrics[f"rFID[{first}]"]
-            for key in ("PSNR", "SSIM", "seam_score", "seam_score_originals"):
+            for key in ("PSNR", "SSIM", "seam_score", "seam_score_originals", "pattern_score", "pattern_score_originals"):
                 row[key] = metrics[key]
             for net, acc in zip(networks[1:], extra, strict=True):
                 row[f"rFID[{net.name}]"] = fid_between(acc.compute().stats, references[net.name])
@@ -141,8 +167,16 @@ def main() -> None:
     if args.plot is not None:
         plot({run.name: results[run.name] for run in args.runs}, args.plot, networks[0].name)
     if args.samples is not None:
-        lasts = [run_models(run)[1] for run in args.runs]
-        samples_figure([lasts[0][0][1], *(models[-1][1] for models in lasts)], args.samples)
+        samples_figure(sample_models(args), args.samples)
+
+
+def sample_models(args: argparse.Namespace) -> list[TiTok]:
+    """The models of ``--samples``: ``--sample-models`` if given, else the first run's starting
+    tokenizer and each run's last checkpoint."""
+    if args.sample_models:
+        return [TiTok.from_pretrained(spec) for spec in args.sample_models]
+    lasts = [run_models(run, args.start)[1] for run in args.runs]
+    return [lasts[0][0][1], *(models[-1][1] for models in lasts)]
 
 
 def samples_figure(models: list[TiTok], path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Decoder fine-tuning pieces: the seam score, the classifier perceptual distance, the
+"""Decoder fine-tuning pieces: the seam and pattern scores, the classifier perceptual distance, the
 convolutional refiner, and stage 2 on a pixel-head (single-stage) tokenizer."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from titok.errors import ConfigError
 from titok.losses import PerceptualLoss
 from titok.losses.classifier_distance import ClassifierFeatureDistance
 from titok.losses.reconstruction import LossConfig, Stage2Loss
+from titok.metrics.pattern import PatternScore, pattern_score
 from titok.metrics.seams import SeamScore, seam_score
 from titok.models.classifier import Classifier, ClassifierConfig
 from titok.models.config import TiTokConfig
@@ -59,6 +60,37 @@ def test_seam_score_accumulates_over_batches_and_validates() -> None:
         acc.update(torch.rand(3, 8, 8))
 
 
+# ---------------------------------------------------------------------------- pattern score
+
+
+def test_pattern_score_sees_a_texture_repeated_in_every_block_and_not_image_content() -> None:
+    torch.manual_seed(0)
+    content = _smooth(16) + 0.05 * torch.rand(16, 3, 32, 32)  # detail at any position: noise floor
+    floor = pattern_score(content, 8)
+    assert floor < 2.5 / (16 * 16) ** 0.5  # about 1 / sqrt(images x blocks)
+    lattice = 0.05 * torch.rand(1, 3, 8, 8).repeat(16, 1, 4, 4)  # one texture in every block
+    assert pattern_score(lattice, 8) == pytest.approx(1.0, abs=0.02)
+    assert pattern_score(content + lattice, 8) > 10 * floor
+    # Invisible to the seam score: a lattice has no larger steps at the block borders.
+    assert seam_score(content + lattice, 8) == pytest.approx(seam_score(lattice, 8), rel=0.25)
+    # A texture locked to another period than the block's is not counted as this block's.
+    shifted = content + 0.05 * torch.rand(1, 3, 5, 5).repeat(16, 1, 7, 7)[..., :32, :32]
+    assert pattern_score(shifted, 8) < 3 * floor
+
+
+def test_pattern_score_accumulates_over_batches_and_validates() -> None:
+    images = _smooth(6) + 0.05 * torch.rand(6, 3, 32, 32)
+    acc = PatternScore(8)
+    acc.update(images[:2])
+    acc.update(images[2:])
+    assert acc.compute() == pytest.approx(pattern_score(images, 8), rel=1e-5)
+    assert PatternScore(8).compute() != PatternScore(8).compute()  # NaN before any update
+    with pytest.raises(ValueError, match="at least 2"):
+        PatternScore(1)
+    with pytest.raises(ValueError, match="not a multiple"):
+        acc.update(torch.rand(1, 3, 30, 32))
+
+
 # ---------------------------------------------------------------------------- classifier distance
 
 
@@ -92,6 +124,22 @@ def test_classifier_perceptual_loss_reads_a_saved_network(tmp_path: Path) -> Non
     assert stage2.perceptual is not None and stage2.perceptual.classifier is not None
     with pytest.raises(ConfigError, match="perceptual_network"):
         LossConfig(perceptual_loss="classifier")
+
+    # perceptual_taps: only the chosen feature maps count (here the coarse one, 8 px).
+    coarse = Stage2Loss(
+        LossConfig(perceptual_loss="classifier", perceptual_network=str(folder), perceptual_taps=[2])
+    )
+    assert coarse.perceptual is not None and coarse.perceptual.classifier is not None
+    assert coarse.perceptual.classifier.taps == (2,)
+    x, y = _smooth(), _smooth()
+    value, _ = coarse.perceptual(x, y)
+    only_tap_2 = ClassifierFeatureDistance(Classifier.from_pretrained(folder), taps=(2,))(x, y).mean()
+    assert value == pytest.approx(float(only_tap_2), rel=1e-5)
+    assert value != pytest.approx(float(loss(x, y)[0]), rel=1e-3)  # all maps: another distance
+    with pytest.raises(ConfigError, match="perceptual_taps"):
+        Stage2Loss(
+            LossConfig(perceptual_loss="classifier", perceptual_network=str(folder), perceptual_taps=[5])
+        )
 
 
 # ---------------------------------------------------------------------------- refiner

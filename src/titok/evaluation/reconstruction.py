@@ -17,6 +17,8 @@ model's resolution, no augmentation). Reported (keys of the result dict):
   codebook by all tokens of the split (VQ models only);
 * ``seam_score`` and ``seam_score_originals``: how much the decoder's block grid shows in the
   reconstructions, and the same measure of the originals (:mod:`titok.metrics.seams`);
+* ``pattern_score`` and ``pattern_score_originals``: how much one texture repeated in every
+  block shows (:mod:`titok.metrics.pattern`; the originals' is the noise floor);
 * ``num_images``.
 
 The tokenizer is a TiTok or a 2D VQGAN seen as a token sequence
@@ -49,6 +51,7 @@ from titok.metrics import (
     token_counts,
     usage_from_counts,
 )
+from titok.metrics.pattern import PatternScore
 from titok.metrics.seams import SeamScore
 from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.titok import TiTok
@@ -242,6 +245,7 @@ def evaluate_reconstruction(
     patch = _block_side(model)
     # (reconstructions, originals); None for a model without a block grid.
     seams = (SeamScore(patch), SeamScore(patch)) if patch else None
+    patterns = (PatternScore(patch), PatternScore(patch)) if patch else None
     for batch in split_batches(split, model.image_size, batch_size, progress, desc="reconstruction"):
         images = batch["image"]
         if num_tokens is None:
@@ -266,6 +270,9 @@ def evaluate_reconstruction(
         if seams is not None:
             seams[0].update(recon)
             seams[1].update(images)
+        if patterns is not None:
+            patterns[0].update(recon)
+            patterns[1].update(images)
         if recon_features is not None:
             recon_features.update(recon)
         if original_features is not None:
@@ -286,6 +293,9 @@ def evaluate_reconstruction(
     if seams is not None:
         results["seam_score"] = seams[0].compute()
         results["seam_score_originals"] = seams[1].compute()
+    if patterns is not None:
+        results["pattern_score"] = patterns[0].compute()
+        results["pattern_score_originals"] = patterns[1].compute()
     if counts is not None:
         usage = usage_from_counts(counts)
         results["codebook_used_fraction"] = usage["used_fraction"]

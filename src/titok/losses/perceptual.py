@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,6 +272,7 @@ class PerceptualLoss(nn.Module):
         download: bool = True,
         convnext_model: ConvNeXt | None = None,
         classifier_network: str | os.PathLike[str] | None = None,
+        classifier_taps: Sequence[int] | None = None,
     ) -> None:
         """
         Args:
@@ -282,6 +284,7 @@ class PerceptualLoss(nn.Module):
             download: try to download weights not found locally.
             convnext_model: the ConvNeXt to use (default ConvNeXt-S); another size needs matching weights.
             classifier_network: folder of the classifier of the ``"classifier"`` spec.
+            classifier_taps: the feature maps of that classifier to compare (None: all).
         """
         super().__init__()
         self.spec = spec
@@ -292,7 +295,11 @@ class PerceptualLoss(nn.Module):
         if is_classifier_spec(spec):
             if classifier_network is None:
                 raise ConfigError(NEEDS_NETWORK)
-            self.classifier = ClassifierFeatureDistance(load_classifier(classifier_network))
+            taps = None if classifier_taps is None else tuple(classifier_taps)
+            try:
+                self.classifier = ClassifierFeatureDistance(load_classifier(classifier_network), taps)
+            except ValueError as exc:
+                raise ConfigError(f"losses.perceptual_taps: {exc}") from None
 
         if self.weight_lpips is not None:
             vgg = find_weights(VGG16_WEIGHTS, lpips_vgg_weights, download)

@@ -49,6 +49,9 @@ class LossConfig:
         perceptual_loss: "convnext_s", "lpips", "lpips-convnext_s-A-B", "classifier" (offline:
             the feature maps of ``perceptual_network``) or "none".
         perceptual_network: folder of the classifier that the "classifier" distance reads.
+        perceptual_taps: which of that classifier's feature maps the distance compares (0: the
+            stem, then one per stage, fine to coarse; None: all). The fine maps drive a small
+            decoder to paint one texture into every patch (docs/learning.md#decoder-fine-tuning).
         perceptual_weight: weight of the perceptual term.
         quantizer_weight: weight of the quantizer (codebook + commitment) loss.
         discriminator_start: first global step with a GAN term and discriminator training.
@@ -70,6 +73,7 @@ class LossConfig:
     perceptual_loss: str = "convnext_s"
     perceptual_weight: float = 0.1
     perceptual_network: str | None = None
+    perceptual_taps: list[int] | None = None
     quantizer_weight: float = 0.0
     discriminator_start: int = 20_000
     discriminator_factor: float = 1.0
@@ -182,6 +186,7 @@ class Stage2Loss(nn.Module):
                 allow_missing=config.allow_missing,
                 download=config.download_weights,
                 classifier_network=config.perceptual_network,
+                classifier_taps=config.perceptual_taps,
             )
         self.lecam = LeCamEMA(config.lecam_ema_decay) if config.lecam_regularization_weight > 0 else None
 

@@ -1,0 +1,72 @@
+"""The pattern score: how much a texture repeated in every decoder patch shows.
+
+A ViT decoder writes every ``patch`` x ``patch`` block with the same pixel head, so it can paint
+one fixed texture into each block (a lattice that does not follow the image). Losses that reward
+high frequencies (a perceptual network, a discriminator) push a small decoder to do exactly that:
+it is the cheapest detail it can make. The seam score (:mod:`titok.metrics.seams`) does not see
+it, since a lattice has no larger steps at block borders.
+
+The score folds every image onto the block grid: the high-pass residual ``r = x - blur3x3(x)``
+of each pixel is averaged, over all images and all blocks, at its position inside the block
+(and colour channel). A texture the decoder repeats in every block survives that average; image
+content, whose detail falls at any position in a block, averages out. The score is the RMS of the
+averaged residual over the RMS of the residual itself: 0 for no repeated texture, 1 for a texture
+that is the same in every block of every image. For natural images it is a noise floor of about
+``1 / sqrt(images x blocks)`` (500 Imagenette images at 64 px, 8-px blocks: 0.01).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class PatternScore:
+    """Accumulates the block-folded high-pass residual over batches; :meth:`compute` gives the score.
+
+    Args:
+        patch: block side (the decoder's patch size).
+    """
+
+    def __init__(self, patch: int) -> None:
+        if patch < 2:
+            raise ValueError(f"pattern score needs blocks of at least 2 pixels, got patch {patch}")
+        self.patch = patch
+        self.folded_sum: torch.Tensor | None = None  # (C, patch, patch) sum of residuals
+        self.square_sum = 0.0
+        self.blocks = 0
+
+    def update(self, images: torch.Tensor) -> None:
+        """Add (B, C, H, W) images with H and W multiples of ``patch``."""
+        if images.dim() != 4:
+            raise ValueError(f"expected (B, C, H, W) images, got shape {list(images.shape)}")
+        b, c, h, w = images.shape
+        p = self.patch
+        if h % p or w % p:
+            raise ValueError(f"image side {h}x{w} is not a multiple of the block side {p}")
+        x = images.detach().float()
+        blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        residual = x - blurred
+        blocks = residual.reshape(b, c, h // p, p, w // p, p)
+        folded = blocks.sum(dim=(0, 2, 4))  # (C, p, p)
+        self.folded_sum = folded if self.folded_sum is None else self.folded_sum + folded
+        self.square_sum += float(residual.square().sum())
+        self.blocks += b * (h // p) * (w // p)
+
+    def compute(self) -> float:
+        """RMS of the block-averaged residual / RMS of the residual (NaN before any update or on
+        flat images)."""
+        if self.folded_sum is None or self.square_sum == 0:
+            return float("nan")
+        mean = self.folded_sum / self.blocks
+        per_position = self.square_sum / (self.blocks * mean.numel())
+        return math.sqrt(float(mean.square().mean()) / per_position)
+
+
+def pattern_score(images: torch.Tensor, patch: int) -> float:
+    """Pattern score of one batch of (B, C, H, W) images (see the module docstring)."""
+    score = PatternScore(patch)
+    score.update(images)
+    return score.compute()
