@@ -140,7 +140,14 @@ def main() -> None:
             )
             first = networks[0].name
             row[f"rFID[{first}]"] = metrics[f"rFID[{first}]"]
-            for key in ("PSNR", "SSIM", "seam_score", "seam_score_originals", "pattern_score", "pattern_score_originals"):
+            for key in (
+                "PSNR",
+                "SSIM",
+                "seam_score",
+                "seam_score_originals",
+                "pattern_score",
+                "pattern_score_originals",
+            ):
                 row[key] = metrics[key]
             for net, acc in zip(networks[1:], extra, strict=True):
                 row[f"rFID[{net.name}]"] = fid_between(acc.compute().stats, references[net.name])
