@@ -426,7 +426,9 @@ class Engine:
         monitor = Monitor(
             self.output_dir, t.max_train_steps, self.step, acc.is_main_process, e.progress_bar, self.task.mode
         )
-        ctx = EngineStepContext(self)
+        ctx = EngineStepContext(
+            acc, self.prepared, self.modules, self.optimizers, t, self.nonfinite_skipped, self.output_dir
+        )
         images_per_step = t.batch_size * t.gradient_accumulation_steps * acc.num_processes
         batches = self._batches()
         window: list[dict[str, float]] = []

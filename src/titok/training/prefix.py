@@ -16,17 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from titok.errors import ConfigError
 from titok.models.prefixes import powers_of_two
-
-if TYPE_CHECKING:
-    from titok.training.config import Recipe
-    from titok.training.task import StepContext
 
 #: How the prefix length is shared: one per image or one per (per-process) batch.
 PER = ("sample", "batch")
@@ -101,21 +96,6 @@ def draw_lengths(
     if section.full_share > 0:
         lengths = torch.where(torch.rand(n, generator=gen) < section.full_share, num_tokens, lengths)
     return lengths.expand(batch_size).to(device) if n == 1 else lengths.to(device)
-
-
-def task_prefix_lengths(
-    recipe: Recipe, model: nn.Module, batch_size: int, ctx: StepContext
-) -> torch.Tensor | None:
-    """:func:`draw_lengths` for a training step of a TiTok task (``model`` unwrapped)."""
-    return draw_lengths(
-        recipe.prefix,
-        model.config.num_latent_tokens,
-        batch_size,
-        ctx.step,
-        recipe.training.seed,
-        ctx.accelerator.process_index,
-        ctx.accelerator.device,
-    )
 
 
 def prefix_preview_rows(

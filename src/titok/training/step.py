@@ -20,7 +20,11 @@ from titok.errors import TitokError
 from titok.training.task import OptimizerSpec
 
 if TYPE_CHECKING:
-    from titok.training.engine import Engine
+    from pathlib import Path
+
+    from accelerate import Accelerator
+
+    from titok.training.config import TrainingSection
 
 
 @dataclass
@@ -39,23 +43,44 @@ class TrainingDiverged(TitokError):
 
 
 class EngineStepContext:
-    """The :class:`~titok.training.task.StepContext` the engine hands to tasks."""
+    """The :class:`~titok.training.task.StepContext` the engine hands to tasks.
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.accelerator = engine.accelerator
+    Args:
+        accelerator: the run's accelerator.
+        prepared: trained modules as prepared for training (wrapped for DDP), by name.
+        modules: the same modules unwrapped (and the frozen ones), by name.
+        optimizers: the engine's optimizers, by name.
+        training: the recipe's ``training`` section (clipping, precision, ``on_nonfinite``).
+        nonfinite_skipped: counts of skipped updates per optimizer, updated in place.
+        output_dir: the run folder (named when a run diverges).
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        prepared: dict[str, nn.Module],
+        modules: dict[str, nn.Module],
+        optimizers: dict[str, EngineOptimizer],
+        training: TrainingSection,
+        nonfinite_skipped: dict[str, int],
+        output_dir: Path,
+    ) -> None:
+        self.accelerator = accelerator
+        self._prepared, self._modules, self._optimizers = prepared, modules, optimizers
+        self._training = training
+        self._skipped = nonfinite_skipped
+        self._output_dir = output_dir
         self.step = 0
         self.logs: dict[str, float] = {}
 
     def module(self, name: str) -> nn.Module:
-        return self._engine.prepared[name]
+        return self._prepared[name]
 
     def unwrapped(self, name: str) -> nn.Module:
-        return self._engine.modules[name]
+        return self._modules[name]
 
     def optimize(self, name: str, loss: torch.Tensor) -> None:
-        engine = self._engine
-        opt = engine.optimizers[name]
+        opt = self._optimizers[name]
         if self._nonfinite(
             name,
             loss.detach().float().isfinite().all(),
@@ -66,10 +91,10 @@ class EngineStepContext:
         if not self.accelerator.sync_gradients:
             return
         self.accelerator.unscale_gradients(optimizer=opt.optimizer)
-        max_norm = engine.recipe.training.max_grad_norm
+        max_norm = self._training.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(opt.params, max_norm if max_norm else float("inf"))
         # fp16's grad scaler skips steps with overflowing gradients itself.
-        if engine.recipe.training.mixed_precision != "fp16" and self._nonfinite(
+        if self._training.mixed_precision != "fp16" and self._nonfinite(
             name, norm.isfinite(), lambda: f"the {name} gradient norm is {float(norm):g}"
         ):
             opt.optimizer.zero_grad(set_to_none=True)
@@ -88,13 +113,12 @@ class EngineStepContext:
             bad = self.accelerator.reduce(bad.to(self.accelerator.device), reduction="sum")
         if float(bad.sum()) == 0:
             return False
-        if self._engine.recipe.training.on_nonfinite == "skip":
-            skipped = self._engine.nonfinite_skipped
-            skipped[name] = skipped.get(name, 0) + 1
+        if self._training.on_nonfinite == "skip":
+            self._skipped[name] = self._skipped.get(name, 0) + 1
             return True
         raise TrainingDiverged(
             f"step {self.step + 1}: {what()} (not finite): the run diverged and nothing was written for this "
-            f"step; the last checkpoint in {self._engine.output_dir} is intact. Lower "
+            f"step; the last checkpoint in {self._output_dir} is intact. Lower "
             "optimizer.learning_rate, or set training.on_nonfinite=skip to skip such steps"
         )
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from titok.data import DataConfig, build_loader, resolve_source
 from titok.errors import ConfigError, DataError
+from titok.training.prefix import draw_lengths
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -214,6 +215,19 @@ class ImageTask(Task):
         batch["image"] = batch["image"].to(device, non_blocking=True)
         batch["label"] = batch["label"].to(device, non_blocking=True)
         return batch
+
+    def draw_prefix_lengths(self, model: nn.Module, batch_size: int, ctx: StepContext) -> torch.Tensor | None:
+        """This step's token-prefix lengths (B,) for a TiTok ``model`` (unwrapped), or None when
+        ``recipe.prefix`` is off (:func:`titok.training.prefix.draw_lengths`)."""
+        return draw_lengths(
+            self.recipe.prefix,
+            model.config.num_latent_tokens,
+            batch_size,
+            ctx.step,
+            self.recipe.training.seed,
+            ctx.accelerator.process_index,
+            ctx.accelerator.device,
+        )
 
     def preview_grid(self, model: nn.Module, batch: dict[str, Any], count: int) -> list[torch.Tensor]:
         images = batch["image"][:count]

@@ -18,7 +18,7 @@ from torch import nn
 
 from titok.losses import Stage2Loss, build_discriminator
 from titok.models.titok import TiTok
-from titok.training.prefix import prefix_preview_rows, task_prefix_lengths
+from titok.training.prefix import prefix_preview_rows
 from titok.training.task import ImageTask, OptimizerSpec, StepContext
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class TiTokPixelTask(PixelTask):
     """A pixel task whose model is a TiTok (stage 2, single stage): previews and export."""
 
     def prefix_lengths(self, batch_size: int, ctx: StepContext) -> torch.Tensor | None:
-        return task_prefix_lengths(self.recipe, ctx.unwrapped("model"), batch_size, ctx)
+        return self.draw_prefix_lengths(ctx.unwrapped("model"), batch_size, ctx)
 
     def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
         assert isinstance(model, TiTok)

@@ -21,7 +21,7 @@ from titok.errors import ConfigError
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
 from titok.pretrained import load_vqgan
-from titok.training.prefix import prefix_preview_rows, task_prefix_lengths
+from titok.training.prefix import prefix_preview_rows
 from titok.training.task import ImageTask, StepContext
 
 if TYPE_CHECKING:
@@ -83,9 +83,7 @@ class Stage1Task(ImageTask):
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         images = batch["image"]
         targets = self.teacher_codes(images, batch["key"])
-        out = ctx.module("model")(
-            images, task_prefix_lengths(self.recipe, ctx.unwrapped("model"), len(images), ctx)
-        )
+        out = ctx.module("model")(images, self.draw_prefix_lengths(ctx.unwrapped("model"), len(images), ctx))
         logits = out.decoded.float()
         cross_entropy = F.cross_entropy(logits, targets)
         q = out.quantizer
