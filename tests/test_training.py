@@ -687,3 +687,43 @@ def test_any_task_runs_through_the_one_engine_and_resumes(tmp_path: Path) -> Non
     a = torch.load(straight.export_dir / "line.pt")["weight"]
     b = torch.load(resumed.export_dir / "line.pt")["weight"]
     assert torch.equal(a, b)
+
+
+def test_the_recipe_data_section_is_the_loader_config_under_the_same_names() -> None:
+    """One definition of the data settings: every ``data`` key of a recipe (but ``train``, the
+    loader's ``path``) is a :class:`DataConfig` field of the same type and default, passed on
+    by name, so a setting cannot mean one thing in a recipe and another in the loader."""
+    import dataclasses
+    import typing
+
+    from titok.data import DataConfig
+    from titok.training.config import DataSection
+
+    loader = {f.name: f for f in dataclasses.fields(DataConfig)}
+    hints_section = typing.get_type_hints(DataSection)
+    hints_loader = typing.get_type_hints(DataConfig)
+    for f in dataclasses.fields(DataSection):
+        if f.name == "train":
+            assert hints_section["train"] == hints_loader["path"] | None
+            continue
+        assert f.name in loader, f"data.{f.name} is not a DataConfig field"
+        if f.name == "image_size":  # None in a recipe: the model's resolution
+            assert hints_section[f.name] == hints_loader[f.name] | None
+            continue
+        assert hints_section[f.name] == hints_loader[f.name], f.name
+        assert f.default == loader[f.name].default, f"data.{f.name}: default differs from DataConfig's"
+
+    settings = {"num_workers": 0, "augment": False, "shuffle_buffer": 7, "holdout": 3, "holdout_seed": 5,
+                "max_samples": 9, "class_subset": [1, 2], "require_labels": False, "fast_jpeg": False}  # fmt: skip
+    recipe = load_recipe(
+        RECIPES / "tiny_stage1.yaml",
+        ["data.train=somewhere", "training.batch_size=4", "training.seed=11",
+         *(f"data.{k}={json.dumps(v)}" for k, v in settings.items())],
+        mode="stage1",
+    )  # fmt: skip
+    task = make_task(recipe)
+    task.image_size = 32
+    config = task.data_config()
+    assert config.path == "somewhere" and config.image_size == 32 and config.endless
+    assert (config.batch_size, config.seed) == (4, 11)
+    assert {k: getattr(config, k) for k in settings} == settings

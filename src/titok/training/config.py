@@ -26,9 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ from titok.errors import ConfigError
 from titok.losses import LossConfig
 from titok.models.config import TiTokConfig
 from titok.models.vqgan import VQGANConfig
+from titok.training.parsing import apply_override, build_section, expand_env
 from titok.training.prefix import PrefixSection
 
 #: Training modes, one task per mode.
@@ -51,12 +49,13 @@ EXTRA_LOSS_KEYS = {"kl_weight": 1e-6}
 #: The ``losses`` keys of the ``generator`` mode and their defaults (the authors' MaskGIT loss).
 GENERATOR_LOSS_KEYS = {"label_smoothing": 0.1, "loss_weight_unmasked_token": 0.1}
 
-_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
 
 @dataclass
 class DataSection:
-    """Training data (see :class:`titok.data.DataConfig` for the meaning of each field).
+    """Training data: the :class:`titok.data.DataConfig` fields a recipe sets (``train`` is its
+    ``path``; batch size, seed and the endless pass come from ``training``). Every other field
+    has the DataConfig field's name, type and default (checked by the tests), and is passed on
+    by name (:meth:`titok.training.task.ImageTask.data_config`).
 
     Attributes:
         train: data spec: tar shard pattern, shard folder, ImageFolder tree, image list, or a list.
@@ -288,135 +287,17 @@ def load_recipe(
         found = data.setdefault("mode", mode)
         if found != mode:
             raise ConfigError(f"{source}: this recipe is for mode {found!r}, not {mode!r}")
-    return recipe_from_dict(_expand_env(data), source)
-
-
-def apply_override(data: dict[str, Any], item: str, source: str) -> None:
-    """Set ``data[a][b] = value`` for an override ``a.b=value`` (value parsed as YAML)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected section.key=value (recipe {source})")
-    dotted, _, raw = item.partition("=")
-    keys = [k.strip() for k in dotted.strip().split(".")]
-    if not all(keys):
-        raise ConfigError(f"override {item!r}: empty key name (recipe {source})")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    node = data
-    for i, key in enumerate(keys[:-1]):
-        child = node.get(key)
-        if child is None:
-            child = node[key] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(
-                f"override {item!r}: '{'.'.join(keys[: i + 1])}' is not a section (recipe {source})"
-            )
-        node = child
-    node[keys[-1]] = value
-
-
-def _expand_env(value: Any) -> Any:
-    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string of a nested structure."""
-    if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v) for v in value]
-    if isinstance(value, str) and "${" in value:
-        return _ENV_PATTERN.sub(lambda m: os.environ.get(m[1]) or (m[2] or ""), value)
-    return value
+    return recipe_from_dict(expand_env(data), source)
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     """Build and check a :class:`Recipe` from plain data (as read from YAML)."""
-    recipe = _build(Recipe, {k: v for k, v in data.items()}, "", source)
+    if "mode" not in data:
+        raise ConfigError(f"{source}: missing key 'mode' (one of {', '.join(MODES)})")
+    recipe = build_section(Recipe, {k: v for k, v in data.items()}, "", source)
     recipe.source = source
     _check(recipe)
     return recipe
-
-
-def _build(cls: type, data: Any, where: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{where.rstrip('.')}' must be a section (mapping), got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name != "source"}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise ConfigError(
-                f"{source}: unknown key '{where}{key}' (known in {where.rstrip('.') or 'the top level'}: "
-                f"{', '.join(sorted(known))})"
-            )
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value if value is not None else {}, f"{where}{key}.", source)
-        else:
-            kwargs[key] = _coerce(value, hint, f"{where}{key}", source)
-    if "mode" in known and "mode" not in kwargs:
-        raise ConfigError(f"{source}: missing key 'mode' (one of {', '.join(MODES)})")
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check ``value`` against a type hint, converting harmless cases (1 -> 1.0, "1e-4" -> 1e-4)."""
-    options = (
-        typing.get_args(hint)
-        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-        else (hint,)
-    )
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{source}: '{key}' may not be empty")
-    for option in options:
-        if option is type(None):
-            continue
-        ok, converted = _convert(value, option)
-        if ok:
-            return converted
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
-    raise ConfigError(f"{source}: '{key}' expects {names}, got {value!r}")
-
-
-def _convert(value: Any, option: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(option)
-    if origin is list:
-        (item,) = typing.get_args(option) or (Any,)
-        if not isinstance(value, list | tuple):
-            return False, None
-        out = []
-        for v in value:
-            ok, c = _convert(v, item) if item is not Any else (True, v)
-            if not ok:
-                return False, None
-            out.append(c)
-        return True, out
-    if origin is dict or option is dict:
-        return (True, dict(value)) if isinstance(value, dict) else (False, None)
-    if option is bool:
-        return (True, value) if isinstance(value, bool) else (False, None)
-    if option is int:
-        if isinstance(value, bool):
-            return False, None
-        if isinstance(value, int):
-            return True, value
-        if isinstance(value, float) and value.is_integer():
-            return True, int(value)
-        return False, None
-    if option is float:
-        if isinstance(value, bool):
-            return False, None
-        if isinstance(value, int | float):
-            return True, float(value)
-        if isinstance(value, str):
-            try:
-                return True, float(value.replace("_", ""))
-            except ValueError:
-                return False, None
-        return False, None
-    if option is str:
-        return (True, value) if isinstance(value, str) else (False, None)
-    return True, value
 
 
 def _check(recipe: Recipe) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -184,29 +184,17 @@ class ImageTask(Task):
             ) from None
 
     def data_config(self) -> DataConfig:
-        """The loader settings of ``recipe.data`` and ``recipe.training`` (endless, seeded)."""
+        """The loader settings: ``recipe.data`` (every field but ``train`` is a
+        :class:`~titok.data.DataConfig` field of the same name) plus the loop's batch size and
+        seed, endless."""
         d, t = self.recipe.data, self.recipe.training
         size = d.image_size or self.image_size
         if not size:
             raise ConfigError(f"{self.recipe.source}: 'data.image_size' is not set")
         assert d.train is not None
-        return DataConfig(
-            path=d.train,
-            image_size=int(size),
-            batch_size=t.batch_size,
-            num_workers=d.num_workers,
-            seed=t.seed,
-            endless=True,
-            augment=d.augment,
-            fast_jpeg=d.fast_jpeg,
-            shuffle_buffer=d.shuffle_buffer,
-            holdout=d.holdout,
-            holdout_seed=d.holdout_seed,
-            max_samples=d.max_samples,
-            class_subset=d.class_subset,
-            require_labels=d.require_labels,
-            pin_memory=d.pin_memory,
-        )
+        shared = {f.name: getattr(d, f.name) for f in fields(d) if f.name != "train"}
+        shared["image_size"] = int(size)
+        return DataConfig(path=d.train, batch_size=t.batch_size, seed=t.seed, endless=True, **shared)
 
     def loader(self, rank: int, world_size: int) -> BatchLoader:
         return build_loader(self.data_config(), rank=rank, world_size=world_size)
