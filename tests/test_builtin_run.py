@@ -86,7 +86,7 @@ def test_shipped_models_load_and_are_stored_in_float16(builtin_run: Path, tmp_pa
 
 
 def test_the_builtin_budget_keeps_the_recipe_steps(tmp_path: Path, imagenette) -> None:
-    from titok.reproduce.pipeline import Run
+    from titok.reproduce.run_folder import Run
 
     recipe = tokenizer_recipe(Run(tmp_path / "run", BUILTIN, str(imagenette)))
     assert recipe.training.max_train_steps == BUILTIN.tokenizer_steps == 6000

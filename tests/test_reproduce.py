@@ -16,8 +16,9 @@ import yaml
 from titok.errors import ConfigError
 from titok.reproduce import get_budget, reproduce_imagenette64
 from titok.reproduce.parallel import run_parallel, threads_per_worker
-from titok.reproduce.pipeline import Run, choose_generator_tokenizer, token_count
+from titok.reproduce.pipeline import choose_generator_tokenizer, token_count
 from titok.reproduce.report import sampling_text
+from titok.reproduce.run_folder import Run
 
 SECTIONS = (
     "## Stages",

@@ -29,9 +29,7 @@ import torch
 
 from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.pipeline import (
-    Run,
     _train,
-    default_data,
     stage_classifier,
     stage_eval_generation,
     stage_eval_probe,
@@ -41,6 +39,7 @@ from titok.reproduce.pipeline import (
 )
 from titok.reproduce.recipes import RECIPES, VQGAN_MODEL, VQGAN_MULT, data_split
 from titok.reproduce.report import sampling_text
+from titok.reproduce.run_folder import Run, default_data
 from titok.training.config import Recipe, load_recipe
 
 TOKENIZER = "titok-k32-single"

@@ -21,7 +21,7 @@ from titok.training.monitor import image_grid
 
 
 class Run(Protocol):
-    """What the report reads of a run (:class:`titok.reproduce.pipeline.Run`): its folder and state."""
+    """What the report reads of a run (:class:`titok.reproduce.run_folder.Run`): its folder and state."""
 
     budget: Budget
     state: dict[str, Any]

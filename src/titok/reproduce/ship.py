@@ -54,7 +54,7 @@ def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the run's default tokenizer and 1D generator into ``dest`` (the package assets folder)."""
     from titok.models.generator import Generator
     from titok.models.titok import TiTok
-    from titok.reproduce.pipeline import tokenizer_export
+    from titok.reproduce.run_folder import tokenizer_export
 
     run = Path(run_dir)
     state = json.loads((run / "state.json").read_text())
