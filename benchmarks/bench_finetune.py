@@ -32,7 +32,7 @@ from titok.metrics import FeatureAccumulator, fid_between
 from titok.models.classifier import load_classifier
 from titok.models.titok import TiTok
 from titok.reproduce.measure import real_summary
-from titok.training.checkpointing import list_checkpoints
+from titok.training.checkpointing import checkpoint_step, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "finetune.json"
@@ -49,7 +49,7 @@ def run_models(run: Path, start: str | None = None) -> tuple[dict, list[tuple[in
     for folder in list_checkpoints(run):
         model = TiTok(config)
         load_strict(model, read_state_dict(folder / "model.safetensors"), str(folder))
-        models.append((int(folder.name.rsplit("-", 1)[1]), model))
+        models.append((checkpoint_step(folder), model))
     return recipe, models
 
 
@@ -106,12 +106,18 @@ def main() -> None:
         missing = [run.name for run in args.runs if run.name not in results]
         if missing:
             parser.error(f"{args.results} has no entry for {', '.join(missing)}")
-        if args.plot is not None:
-            network = load_classifier(args.classifier).name
-            plot({run.name: results[run.name] for run in args.runs}, args.plot, network)
-        if args.samples is not None:
-            samples_figure(sample_models(args), args.samples)
-        return
+        network = load_classifier(args.classifier).name
+    else:
+        network = measure(args, results)
+    if args.plot is not None:
+        plot({run.name: results[run.name] for run in args.runs}, args.plot, network)
+    if args.samples is not None:
+        samples_figure(sample_models(args), args.samples)
+
+
+def measure(args: argparse.Namespace, results: dict) -> str:
+    """Measure every chosen checkpoint of each run into ``results`` (written to ``--results``
+    after each run); returns the name of the rFID network."""
     split = DataSplit(args.data, "val", args.holdout, 0, args.images)
     networks = [load_classifier(p).eval() for p in [args.classifier, *args.also]]
     references = {net.name: real_summary(net, split, 64).stats for net in networks}
@@ -171,10 +177,7 @@ def main() -> None:
         }
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(results, indent=2) + "\n")
-    if args.plot is not None:
-        plot({run.name: results[run.name] for run in args.runs}, args.plot, networks[0].name)
-    if args.samples is not None:
-        samples_figure(sample_models(args), args.samples)
+    return networks[0].name
 
 
 def sample_models(args: argparse.Namespace) -> list[TiTok]:

@@ -152,6 +152,14 @@ def checkpoint_path(root: str | os.PathLike[str], step: int) -> Path:
     return Path(root) / f"checkpoint-{step:08d}"
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The step in a checkpoint folder's name (``checkpoint-00000750`` -> 750)."""
+    m = _NAME.match(folder.name)
+    if m is None:
+        raise CheckpointError(f"{folder}: not a checkpoint folder name (checkpoint-NNNNNNNN)")
+    return int(m[1])
+
+
 def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
     """Complete checkpoints under ``root`` (those with ``meta.json``), oldest first."""
     root = Path(root)

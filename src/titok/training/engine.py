@@ -322,7 +322,7 @@ class Engine:
         else:
             folder = ckpt.checkpoint_path(self.output_dir, step)
         if folder is None or folder not in found:
-            have = ", ".join(str(int(p.name.split("-")[-1])) for p in found) or "none"
+            have = ", ".join(str(ckpt.checkpoint_step(p)) for p in found) or "none"
             wanted = "no checkpoint" if step is None else f"no checkpoint at step {step}"
             raise CheckpointError(f"{self.output_dir}: {wanted} (steps saved: {have})")
         self._setup(data=False)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from titok.errors import ConfigError
-from titok.training.config import recipe_from_dict
+from titok.training.config import load_recipe
 from titok.training.engine import Engine
 from titok.training.tasks import make_task
 
@@ -30,9 +28,4 @@ def export_run(run_dir: str | Path, step: int | None = None, directory: str | Pa
     saved = run_dir / "recipe.yaml"
     if not saved.is_file():
         raise ConfigError(f"{run_dir}: not a training run folder (no recipe.yaml)")
-    try:
-        data = yaml.safe_load(saved.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{saved}: not valid YAML ({exc})") from exc
-    recipe = recipe_from_dict(data, source=str(saved))
-    return Engine(make_task(recipe), output_dir=run_dir).export_checkpoint(step, directory)
+    return Engine(make_task(load_recipe(saved)), output_dir=run_dir).export_checkpoint(step, directory)
