@@ -11,6 +11,7 @@ import torch
 from titok.errors import ConfigError
 from titok.losses import PerceptualLoss
 from titok.losses.classifier_distance import ClassifierFeatureDistance
+from titok.losses.pattern import pattern_penalty, shared_random_crop
 from titok.losses.reconstruction import LossConfig, Stage2Loss
 from titok.metrics.pattern import PatternScore, pattern_score
 from titok.metrics.seams import SeamScore, seam_score
@@ -89,6 +90,53 @@ def test_pattern_score_accumulates_over_batches_and_validates() -> None:
         PatternScore(1)
     with pytest.raises(ValueError, match="not a multiple"):
         acc.update(torch.rand(1, 3, 30, 32))
+
+
+def test_pattern_penalty_removes_a_repeated_texture_and_leaves_image_content_alone() -> None:
+    torch.manual_seed(0)
+    originals = _smooth(16) + 0.05 * torch.rand(16, 3, 32, 32)
+    lattice = 0.05 * torch.rand(1, 3, 8, 8).repeat(16, 1, 4, 4)
+    blur = torch.nn.functional.avg_pool2d(originals, 3, stride=1, padding=1, count_include_pad=False)
+    assert float(pattern_penalty(originals, originals, 8)) == 0.0
+    assert float(pattern_penalty(blur, originals, 8)) < 0.02  # a blurry decoder: content errors only
+    assert float(pattern_penalty(blur + lattice, originals, 8)) > 0.5
+    # Descending it removes the texture and changes little else.
+    rec = (blur + lattice).requires_grad_(True)
+    step = torch.optim.Adam([rec], lr=2e-3)
+    for _ in range(60):
+        step.zero_grad()
+        pattern_penalty(rec, originals, 8).backward()
+        step.step()
+    assert pattern_score(rec.detach(), 8) < 0.3 * pattern_score(blur + lattice, 8)
+    assert float(pattern_penalty(rec.detach(), originals, 8)) < 0.05
+    assert (rec.detach() - blur).norm() < 1.5 * lattice.norm()
+    with pytest.raises(ValueError, match="not a multiple"):
+        pattern_penalty(torch.rand(1, 3, 30, 32), torch.rand(1, 3, 30, 32), 8)
+    # In the loss: a named weight, logged, and only for a decoder that has patches.
+    config = LossConfig(perceptual_loss="none", pattern_weight=2.0, discriminator_start=10)
+    with pytest.raises(ConfigError, match="pattern_weight"):
+        Stage2Loss(config)
+    _, logs = Stage2Loss(config, patch_size=8).generator_loss(originals, blur + lattice, 0.0, 0)
+    assert float(logs["pattern"]) == pytest.approx(2.0 * float(pattern_penalty(blur + lattice, originals, 8)))
+
+
+def test_shared_random_crop_cuts_both_images_at_one_offset() -> None:
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
+    y = x + 1000
+    assert shared_random_crop(x, y, 0) == (x, y)
+    seen = set()
+    for seed in range(40):
+        a, b = shared_random_crop(x, y, 3, torch.Generator().manual_seed(seed))
+        assert a.shape == b.shape == (2, 3, 13, 13)
+        assert torch.equal(b - a, torch.full_like(a, 1000.0))  # the same window of both
+        dy, dx = divmod(int(a[0, 0, 0, 0]), 16)
+        assert torch.equal(a, x[..., dy : dy + 13, dx : dx + 13])
+        seen.add((dy, dx))
+    assert len(seen) > 8 and all(0 <= v <= 3 for pair in seen for v in pair)
+    with pytest.raises(ValueError, match="leaves nothing"):
+        shared_random_crop(x, y, 16)
+    with pytest.raises(ConfigError, match="perceptual_shift"):
+        LossConfig(perceptual_shift=-1)
 
 
 # ---------------------------------------------------------------------------- classifier distance

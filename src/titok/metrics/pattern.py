@@ -23,6 +23,19 @@ import torch
 import torch.nn.functional as F
 
 
+def highpass(images: torch.Tensor) -> torch.Tensor:
+    """High-pass residual ``x - blur3x3(x)`` (replicate padding): (B, C, H, W) -> same."""
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return images - blurred
+
+
+def fold_blocks(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """Sum over images and ``patch`` x ``patch`` blocks at each position inside the block:
+    (B, C, H, W) with H, W multiples of ``patch`` -> (C, patch, patch)."""
+    b, c, h, w = images.shape
+    return images.reshape(b, c, h // patch, patch, w // patch, patch).sum(dim=(0, 2, 4))
+
+
 class PatternScore:
     """Accumulates the block-folded high-pass residual over batches; :meth:`compute` gives the score.
 
@@ -46,11 +59,8 @@ class PatternScore:
         p = self.patch
         if h % p or w % p:
             raise ValueError(f"image side {h}x{w} is not a multiple of the block side {p}")
-        x = images.detach().float()
-        blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        residual = x - blurred
-        blocks = residual.reshape(b, c, h // p, p, w // p, p)
-        folded = blocks.sum(dim=(0, 2, 4))  # (C, p, p)
+        residual = highpass(images.detach().float())
+        folded = fold_blocks(residual, p)
         self.folded_sum = folded if self.folded_sum is None else self.folded_sum + folded
         self.square_sum += float(residual.square().sum())
         self.blocks += b * (h // p) * (w // p)

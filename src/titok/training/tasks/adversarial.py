@@ -62,10 +62,15 @@ class PixelTask(ImageTask):
         """This step's token-prefix lengths (B,), or None (see :mod:`titok.training.prefix`)."""
         return None
 
+    def patch_size(self, model: nn.Module) -> int | None:
+        """The side of the blocks ``model`` decodes with one head (None: no patches), for the
+        ``losses.pattern_weight`` penalty."""
+        return None
+
     def build(self, accelerator: Accelerator) -> dict[str, nn.Module]:
         model = self.build_model(accelerator)
         self.loss_config = self.recipe.loss_config()
-        self.loss = Stage2Loss(self.loss_config).to(accelerator.device)
+        self.loss = Stage2Loss(self.loss_config, self.patch_size(model)).to(accelerator.device)
         return {"model": model, "discriminator": build_discriminator(self.loss_config)}
 
     def optimizers(self) -> list[OptimizerSpec]:
@@ -115,6 +120,10 @@ class TiTokPixelTask(PixelTask):
 
     def prefix_lengths(self, batch_size: int, ctx: StepContext) -> torch.Tensor | None:
         return self.draw_prefix_lengths(ctx.unwrapped("model"), batch_size, ctx)
+
+    def patch_size(self, model: nn.Module) -> int | None:
+        assert isinstance(model, TiTok)
+        return model.config.patch_size
 
     def preview(self, model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
         assert isinstance(model, TiTok)
