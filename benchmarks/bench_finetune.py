@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,6 +154,8 @@ def measure(args: argparse.Namespace, results: dict) -> str:
                 "seam_score_originals",
                 "pattern_score",
                 "pattern_score_originals",
+                "lattice_score",
+                "lattice_score_originals",
             ):
                 row[key] = metrics[key]
             for net, acc in zip(networks[1:], extra, strict=True):
@@ -208,7 +211,7 @@ def samples_figure(models: list[TiTok], path: Path) -> None:
 
 
 def plot(entries: dict[str, dict], path: Path, network: str) -> None:
-    """PSNR, rFID[network] and the seam score against images seen, a line per run."""
+    """PSNR, rFID[network], the seam and the lattice score against images seen, a line per run."""
     import matplotlib
 
     from common import save_figure
@@ -220,14 +223,21 @@ def plot(entries: dict[str, dict], path: Path, network: str) -> None:
         ("PSNR", "held-out PSNR (dB)"),
         (f"rFID[{network}]", f"rFID [{network}]"),
         ("seam_score", "seam score"),
+        ("lattice_score", "lattice score"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     for name, entry in entries.items():
         curve = entry["curve"]
         for ax, (key, _) in zip(axes, keys, strict=True):
-            ax.plot([r["images_seen"] for r in curve], [r[key] for r in curve], marker="o", label=name)
+            ax.plot(
+                [r["images_seen"] for r in curve],
+                [r.get(key, math.nan) for r in curve],
+                marker="o",
+                label=name,
+            )
     first = next(iter(entries.values()))["curve"][0]
-    axes[2].axhline(first["seam_score_originals"], color="grey", linestyle="--", label="originals")
+    for ax, key in ((axes[2], "seam_score"), (axes[3], "lattice_score")):
+        ax.axhline(first.get(f"{key}_originals", math.nan), color="grey", linestyle="--", label="originals")
     for ax, (_, label) in zip(axes, keys, strict=True):
         ax.set_xlabel("images seen in fine-tuning")
         ax.set_ylabel(label)

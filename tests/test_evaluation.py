@@ -32,7 +32,7 @@ from titok.metrics import (
     load_reference_stats,
     save_reference_stats,
 )
-from titok.metrics.pattern import pattern_score
+from titok.metrics.pattern import lattice_score, pattern_score
 from titok.models.classifier import Classifier, ClassifierConfig, load_classifier
 from titok.models.generator import Generator
 from titok.pretrained import load_tokenizer
@@ -128,6 +128,8 @@ def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computa
         "seam_score_originals",
         "pattern_score",
         "pattern_score_originals",
+        "lattice_score",
+        "lattice_score_originals",
     }
     assert f"rFID[{NET}]" in out and "PSNR" in out  # the table
 
@@ -142,6 +144,7 @@ def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computa
     assert metrics["PSNR"] == pytest.approx(float((10 * torch.log10(1 / mse)).mean()), rel=1e-4)
     assert 0.0 < metrics["PSNR"] < 30.0  # an untrained decoder is far from the images
     assert metrics["pattern_score"] == pytest.approx(pattern_score(recon, model.config.patch_size), rel=1e-4)
+    assert metrics["lattice_score"] == pytest.approx(lattice_score(recon, model.config.patch_size), rel=1e-3)
     assert -1.0 <= metrics["SSIM"] < 0.5
     counts = torch.bincount(tokens.flatten(), minlength=1024).double()
     assert metrics["codebook_used_fraction"] == pytest.approx(float((counts > 0).sum()) / 1024)

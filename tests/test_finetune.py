@@ -11,9 +11,9 @@ import torch
 from titok.errors import ConfigError
 from titok.losses import PerceptualLoss
 from titok.losses.classifier_distance import ClassifierFeatureDistance
-from titok.losses.pattern import pattern_penalty, shared_random_crop
+from titok.losses.lattice import lattice_penalty, shared_random_crop
 from titok.losses.reconstruction import LossConfig, Stage2Loss
-from titok.metrics.pattern import PatternScore, pattern_score
+from titok.metrics.pattern import LatticeScore, PatternScore, lattice_score, pattern_score
 from titok.metrics.seams import SeamScore, seam_score
 from titok.models.classifier import Classifier, ClassifierConfig
 from titok.models.config import TiTokConfig
@@ -92,32 +92,64 @@ def test_pattern_score_accumulates_over_batches_and_validates() -> None:
         acc.update(torch.rand(1, 3, 30, 32))
 
 
-def test_pattern_penalty_removes_a_repeated_texture_and_leaves_image_content_alone() -> None:
+def _lattice_cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Originals (smooth + fine noise), their blur, one 8-px texture in every block, and that
+    texture with its sign following the image (half of each image negative)."""
     torch.manual_seed(0)
     originals = _smooth(16) + 0.05 * torch.rand(16, 3, 32, 32)
-    lattice = 0.05 * torch.rand(1, 3, 8, 8).repeat(16, 1, 4, 4)
     blur = torch.nn.functional.avg_pool2d(originals, 3, stride=1, padding=1, count_include_pad=False)
-    assert float(pattern_penalty(originals, originals, 8)) == 0.0
-    assert float(pattern_penalty(blur, originals, 8)) < 0.02  # a blurry decoder: content errors only
-    assert float(pattern_penalty(blur + lattice, originals, 8)) > 0.5
-    # Descending it removes the texture and changes little else.
-    rec = (blur + lattice).requires_grad_(True)
-    step = torch.optim.Adam([rec], lr=2e-3)
-    for _ in range(60):
-        step.zero_grad()
-        pattern_penalty(rec, originals, 8).backward()
-        step.step()
-    assert pattern_score(rec.detach(), 8) < 0.3 * pattern_score(blur + lattice, 8)
-    assert float(pattern_penalty(rec.detach(), originals, 8)) < 0.05
-    assert (rec.detach() - blur).norm() < 1.5 * lattice.norm()
-    with pytest.raises(ValueError, match="not a multiple"):
-        pattern_penalty(torch.rand(1, 3, 30, 32), torch.rand(1, 3, 30, 32), 8)
+    lattice = (0.05 * (torch.rand(1, 3, 8, 8) - 0.5)).repeat(16, 1, 4, 4)
+    sign = torch.ones(16, 1, 32, 32)
+    sign[::2, :, :, :16] = -1
+    sign[1::2, :, :, 16:] = -1
+    return originals, blur, lattice, lattice * sign
+
+
+def test_lattice_score_sees_a_lattice_whose_sign_follows_the_image() -> None:
+    originals, blur, lattice, modulated = _lattice_cases()
+    assert abs(lattice_score(originals, 8)) < 0.05 and abs(lattice_score(blur, 8)) < 0.08
+    assert lattice_score(blur + lattice, 8) > 0.6
+    # The block fold averages the modulated lattice away; the lag covariance does not.
+    assert pattern_score(blur + modulated, 8) < 2 * pattern_score(blur, 8)
+    assert lattice_score(blur + modulated, 8) > 0.4
+    # Another period than the patch's is not this patch's lattice.
+    other = (0.05 * (torch.rand(1, 3, 5, 5) - 0.5)).repeat(16, 1, 7, 7)[..., :32, :32]
+    assert abs(lattice_score(blur + other, 8)) < 0.1
+    acc = LatticeScore(8)
+    acc.update(originals[:5])
+    acc.update(originals[5:])
+    assert acc.compute() == pytest.approx(lattice_score(originals, 8), rel=1e-4)
+    assert LatticeScore(8).compute() != LatticeScore(8).compute()  # NaN before any update
+    with pytest.raises(ValueError, match="at least 2"):
+        LatticeScore(1)
+    with pytest.raises(ValueError, match="too small"):
+        acc.update(torch.rand(1, 3, 9, 32))
+
+
+def test_lattice_penalty_removes_a_lattice_and_leaves_image_content_alone() -> None:
+    originals, blur, lattice, modulated = _lattice_cases()
+    assert float(lattice_penalty(originals, originals, 8)) < 0.01
+    assert float(lattice_penalty(blur, originals, 8)) < 0.01  # a blurry decoder: no lattice
+    assert float(lattice_penalty(blur + lattice, originals, 8)) > 0.3
+    assert float(lattice_penalty(blur + modulated, originals, 8)) > 0.1
+    # Descending it removes the lattice and changes little else.
+    for painted in (lattice, modulated):
+        rec = (blur + painted).requires_grad_(True)
+        step = torch.optim.Adam([rec], lr=2e-3)
+        for _ in range(60):
+            step.zero_grad()
+            lattice_penalty(rec, originals, 8).backward()
+            step.step()
+        assert lattice_score(rec.detach(), 8) < 0.3 * lattice_score(blur + painted, 8)
+        assert (rec.detach() - blur).norm() < 1.5 * painted.norm()
+    with pytest.raises(ValueError, match="too small"):
+        lattice_penalty(torch.rand(1, 3, 9, 32), torch.rand(1, 3, 9, 32), 8)
     # In the loss: a named weight, logged, and only for a decoder that has patches.
-    config = LossConfig(perceptual_loss="none", pattern_weight=2.0, discriminator_start=10)
-    with pytest.raises(ConfigError, match="pattern_weight"):
+    config = LossConfig(perceptual_loss="none", lattice_weight=2.0, discriminator_start=10)
+    with pytest.raises(ConfigError, match="lattice_weight"):
         Stage2Loss(config)
     _, logs = Stage2Loss(config, patch_size=8).generator_loss(originals, blur + lattice, 0.0, 0)
-    assert float(logs["pattern"]) == pytest.approx(2.0 * float(pattern_penalty(blur + lattice, originals, 8)))
+    assert float(logs["lattice"]) == pytest.approx(2.0 * float(lattice_penalty(blur + lattice, originals, 8)))
 
 
 def test_shared_random_crop_cuts_both_images_at_one_offset() -> None:

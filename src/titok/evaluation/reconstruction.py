@@ -19,6 +19,8 @@ model's resolution, no augmentation). Reported (keys of the result dict):
   reconstructions, and the same measure of the originals (:mod:`titok.metrics.seams`);
 * ``pattern_score`` and ``pattern_score_originals``: how much one texture repeated in every
   block shows (:mod:`titok.metrics.pattern`; the originals' is the noise floor);
+* ``lattice_score`` and ``lattice_score_originals``: the periodicity of the detail at the block
+  side, which also sees a lattice whose sign follows the image (about 0 for natural images);
 * ``num_images``.
 
 The tokenizer is a TiTok or a 2D VQGAN seen as a token sequence
@@ -51,7 +53,7 @@ from titok.metrics import (
     token_counts,
     usage_from_counts,
 )
-from titok.metrics.pattern import PatternScore
+from titok.metrics.pattern import LatticeScore, PatternScore
 from titok.metrics.seams import SeamScore
 from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.titok import TiTok
@@ -243,9 +245,16 @@ def evaluate_reconstruction(
     psnr_sum = ssim_sum = 0.0
     psnr_finite, count = 0, 0
     patch = _block_side(model)
-    # (reconstructions, originals); None for a model without a block grid.
-    seams = (SeamScore(patch), SeamScore(patch)) if patch else None
-    patterns = (PatternScore(patch), PatternScore(patch)) if patch else None
+    # name -> (reconstructions' score, originals' score); none for a model without a block grid.
+    block_scores = {
+        name: (kind(patch), kind(patch))
+        for name, kind in (
+            ("seam_score", SeamScore),
+            ("pattern_score", PatternScore),
+            ("lattice_score", LatticeScore),
+        )
+        if patch
+    }
     for batch in split_batches(split, model.image_size, batch_size, progress, desc="reconstruction"):
         images = batch["image"]
         if num_tokens is None:
@@ -267,12 +276,9 @@ def evaluate_reconstruction(
         psnr_finite += int(finite.sum())
         ssim_sum += float(ssim(recon, images).sum())
         count += len(images)
-        if seams is not None:
-            seams[0].update(recon)
-            seams[1].update(images)
-        if patterns is not None:
-            patterns[0].update(recon)
-            patterns[1].update(images)
+        for of_recon, of_originals in block_scores.values():
+            of_recon.update(recon)
+            of_originals.update(images)
         if recon_features is not None:
             recon_features.update(recon)
         if original_features is not None:
@@ -290,12 +296,9 @@ def evaluate_reconstruction(
         )
     results["PSNR"] = psnr_sum / psnr_finite if psnr_finite else math.inf
     results["SSIM"] = ssim_sum / count
-    if seams is not None:
-        results["seam_score"] = seams[0].compute()
-        results["seam_score_originals"] = seams[1].compute()
-    if patterns is not None:
-        results["pattern_score"] = patterns[0].compute()
-        results["pattern_score_originals"] = patterns[1].compute()
+    for name, (of_recon, of_originals) in block_scores.items():
+        results[name] = of_recon.compute()
+        results[f"{name}_originals"] = of_originals.compute()
     if counts is not None:
         usage = usage_from_counts(counts)
         results["codebook_used_fraction"] = usage["used_fraction"]

@@ -4,13 +4,13 @@ Generator step::
 
     total = reconstruction_weight * l2(x, x_rec)
           + perceptual_weight * perceptual(crop(x), crop(x_rec))
-          + pattern_weight * pattern_penalty(x_rec, x)
+          + lattice_weight * lattice_penalty(x_rec, x)
           + quantizer_weight * quantizer_loss
           + discriminator_weight * factor * (-mean(D(x_rec)))
 
 with ``factor = discriminator_factor`` from ``discriminator_start`` on and 0 before (the
 discriminator is not even run then; ``crop`` is a shared random crop, the identity unless
-``perceptual_shift`` is set; :mod:`titok.losses.pattern`). Discriminator step::
+``perceptual_shift`` is set; :mod:`titok.losses.lattice`). Discriminator step::
 
     factor * hinge(D(x), D(x_rec)) + lecam_regularization_weight * LeCam
 
@@ -33,7 +33,7 @@ from titok.errors import ConfigError
 from titok.losses.adversarial import LeCamEMA, frozen_parameters, hinge_d_loss, hinge_g_loss
 from titok.losses.classifier_distance import NEEDS_NETWORK
 from titok.losses.discriminator import BLUR_KERNELS, NLayerDiscriminator
-from titok.losses.pattern import pattern_penalty, shared_random_crop
+from titok.losses.lattice import lattice_penalty, shared_random_crop
 from titok.losses.perceptual import (
     PerceptualLoss,
     is_classifier_spec,
@@ -59,8 +59,8 @@ class LossConfig:
         perceptual_shift: crop both images of each perceptual pair at one random offset in
             [0, shift] pixels per axis (0: off), so the perceptual network meets the decoder's
             block grid at a new phase every step.
-        pattern_weight: weight of the repeated-texture penalty (0: off), needs the decoder's patch
-            side (``Stage2Loss(patch_size=...)``; :func:`titok.losses.pattern.pattern_penalty`).
+        lattice_weight: weight of the lattice penalty (0: off), needs the decoder's patch
+            side (``Stage2Loss(patch_size=...)``; :func:`titok.losses.lattice.lattice_penalty`).
         quantizer_weight: weight of the quantizer (codebook + commitment) loss.
         discriminator_start: first global step with a GAN term and discriminator training.
         discriminator_factor: GAN factor once the discriminator is on.
@@ -83,7 +83,7 @@ class LossConfig:
     perceptual_network: str | None = None
     perceptual_taps: list[int] | None = None
     perceptual_shift: int = 0
-    pattern_weight: float = 0.0
+    lattice_weight: float = 0.0
     quantizer_weight: float = 0.0
     discriminator_start: int = 20_000
     discriminator_factor: float = 1.0
@@ -114,7 +114,7 @@ class LossConfig:
             "reconstruction_weight",
             "perceptual_weight",
             "perceptual_shift",
-            "pattern_weight",
+            "lattice_weight",
             "quantizer_weight",
             "discriminator_factor",
             "discriminator_weight",
@@ -185,14 +185,14 @@ class Stage2Loss(nn.Module):
         """
         Args:
             config: weights and schedule (default: the TiTok stage-2 recipe).
-            patch_size: the decoder's patch side, which the ``pattern_weight`` penalty folds on
+            patch_size: the decoder's patch side, the period the ``lattice_weight`` penalty looks at
                 (None: a decoder without patches; that penalty is then a ConfigError).
         """
         super().__init__()
         self.config = config = config or LossConfig()
-        if config.pattern_weight > 0 and patch_size is None:
+        if config.lattice_weight > 0 and patch_size is None:
             raise ConfigError(
-                "losses.pattern_weight: the repeated-texture penalty needs a patch decoder (TiTok); "
+                "losses.lattice_weight: the lattice penalty needs a patch decoder (TiTok); "
                 "this model has no patch size"
             )
         self.patch_size = patch_size
@@ -237,7 +237,7 @@ class Stage2Loss(nn.Module):
 
         Returns:
             (total scalar loss in float32, logs) where logs holds detached scalars: ``total``;
-            the weighted terms ``reconstruction``, ``perceptual``, ``pattern``, ``quantizer``,
+            the weighted terms ``reconstruction``, ``perceptual``, ``lattice``, ``quantizer``,
             ``gan``
             (0 before ``discriminator_start``); the raw ``gan_raw`` = -mean D(x_rec),
             ``discriminator_factor`` and ``perceptual_lpips`` / ``perceptual_convnext``.
@@ -255,10 +255,10 @@ class Stage2Loss(nn.Module):
                 perceptual, parts = self.perceptual(*shared_random_crop(x_rec, x, cfg.perceptual_shift))
             perceptual = cfg.perceptual_weight * perceptual
 
-            pattern = x.new_zeros(())
-            if cfg.pattern_weight > 0:
+            lattice = x.new_zeros(())
+            if cfg.lattice_weight > 0:
                 assert self.patch_size is not None
-                pattern = cfg.pattern_weight * pattern_penalty(x_rec, x, self.patch_size)
+                lattice = cfg.lattice_weight * lattice_penalty(x_rec, x, self.patch_size)
 
             q = torch.as_tensor(quantizer_loss, device=x.device).float().mean()
             q = cfg.quantizer_weight * q
@@ -272,12 +272,12 @@ class Stage2Loss(nn.Module):
                     g_raw = hinge_g_loss(discriminator(x_rec).float())
             gan = cfg.discriminator_weight * factor * g_raw
 
-            total = rec + perceptual + pattern + q + gan
+            total = rec + perceptual + lattice + q + gan
         logs = {
             "total": total.detach(),
             "reconstruction": rec.detach(),
             "perceptual": perceptual.detach(),
-            "pattern": pattern.detach(),
+            "lattice": lattice.detach(),
             "quantizer": q.detach(),
             "gan": gan.detach(),
             "gan_raw": g_raw.detach(),

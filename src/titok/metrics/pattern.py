@@ -80,3 +80,60 @@ def pattern_score(images: torch.Tensor, patch: int) -> float:
     score = PatternScore(patch)
     score.update(images)
     return score.compute()
+
+
+def lag_excess(residual: torch.Tensor, lag: int) -> torch.Tensor:
+    """Covariance of a high-pass residual with itself ``lag`` pixels away, beyond the mean of
+    its covariances at ``lag - 1`` and ``lag + 1``; per image, x and y averaged: (B, C, H, W) -> (B,).
+
+    At the decoder's patch side this is the periodicity of a lattice, even one whose sign or
+    strength follows the image (which the block fold of :class:`PatternScore` averages away);
+    natural detail, whose covariance decays smoothly with distance, gives about 0.
+    """
+
+    def cov(d: int) -> torch.Tensor:
+        along_x = (residual[..., :, :-d] * residual[..., :, d:]).mean(dim=(1, 2, 3))
+        along_y = (residual[..., :-d, :] * residual[..., d:, :]).mean(dim=(1, 2, 3))
+        return (along_x + along_y) / 2
+
+    return cov(lag) - (cov(lag - 1) + cov(lag + 1)) / 2
+
+
+class LatticeScore:
+    """Accumulates the excess covariance of the high-pass residual at the patch period over its
+    variance; :meth:`compute` gives the score: about 0 for natural images, up to about 1 for a
+    lattice at that period (whatever its sign or strength does across the image).
+
+    Args:
+        patch: the period looked for (the decoder's patch size), at least 2.
+    """
+
+    def __init__(self, patch: int) -> None:
+        if patch < 2:
+            raise ValueError(f"lattice score needs a period of at least 2 pixels, got patch {patch}")
+        self.patch = patch
+        self.excess_sum = 0.0
+        self.energy_sum = 0.0
+
+    def update(self, images: torch.Tensor) -> None:
+        """Add (B, C, H, W) images, H and W above ``patch + 1``."""
+        if images.dim() != 4:
+            raise ValueError(f"expected (B, C, H, W) images, got shape {list(images.shape)}")
+        if min(images.shape[-2:]) <= self.patch + 1:
+            raise ValueError(f"images {list(images.shape[-2:])} are too small for period {self.patch}")
+        residual = highpass(images.detach().float())
+        self.excess_sum += float(lag_excess(residual, self.patch).sum())
+        self.energy_sum += float(residual.square().mean(dim=(1, 2, 3)).sum())
+
+    def compute(self) -> float:
+        """Excess lag-``patch`` covariance / variance (NaN before any update or on flat images)."""
+        if self.energy_sum == 0:
+            return float("nan")
+        return self.excess_sum / self.energy_sum
+
+
+def lattice_score(images: torch.Tensor, patch: int) -> float:
+    """Lattice score of one batch of (B, C, H, W) images (see :class:`LatticeScore`)."""
+    score = LatticeScore(patch)
+    score.update(images)
+    return score.compute()

@@ -64,7 +64,7 @@ class PixelTask(ImageTask):
 
     def patch_size(self, model: nn.Module) -> int | None:
         """The side of the blocks ``model`` decodes with one head (None: no patches), for the
-        ``losses.pattern_weight`` penalty."""
+        ``losses.lattice_weight`` penalty."""
         return None
 
     def build(self, accelerator: Accelerator) -> dict[str, nn.Module]:

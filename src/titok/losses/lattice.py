@@ -1,14 +1,16 @@
-"""A penalty on the texture a ViT decoder repeats in every patch, and shifted perceptual pairs.
+"""A penalty on the lattice a ViT decoder paints at its patch period, and shifted perceptual pairs.
 
 A ViT decoder writes every ``patch`` x ``patch`` block with one pixel head. Under a perceptual
 term it learns to paint the same fine texture into every block (a lattice that does not follow
 the image; :mod:`titok.metrics.pattern` measures it): detail the tokens cannot say is cheapest
 made that way. Two counter-measures, each a named :class:`~titok.losses.LossConfig` option:
 
-* :func:`pattern_penalty` (``pattern_weight``): the squared block-folded mean of the high-pass
-  residual of the error ``x_rec - x``, over the batch's residual energy. Image content falls at
-  any position of a block and averages out of the fold; a texture repeated in every block does
-  not, so the penalty removes that texture and leaves the rest of the error to the other terms.
+* :func:`lattice_penalty` (``lattice_weight``): the squared excess covariance of the decoded
+  image's high-pass residual at the patch period (:func:`titok.metrics.pattern.lag_excess`),
+  over the original's residual energy, per image. Natural detail has none; a lattice has it
+  whether it is the same in every block or its sign and strength follow the image (a penalty on
+  the block-folded mean alone was measured to leave such a modulated lattice,
+  docs/learning.md#decoder-fine-tuning).
 * :func:`shared_random_crop` (``perceptual_shift``): both images of each perceptual pair cropped
   at one random offset, so the perceptual network sees the decoder's block grid at a new phase
   against its own strides every step.
@@ -18,27 +20,26 @@ from __future__ import annotations
 
 import torch
 
-from titok.metrics.pattern import fold_blocks, highpass
+from titok.metrics.pattern import highpass, lag_excess
 
 
-def pattern_penalty(reconstructions: torch.Tensor, inputs: torch.Tensor, patch: int) -> torch.Tensor:
-    """Repeated-texture penalty of a batch, a scalar >= 0 (the square of the error's pattern score).
+def lattice_penalty(reconstructions: torch.Tensor, inputs: torch.Tensor, patch: int) -> torch.Tensor:
+    """Lattice penalty of a batch, a scalar >= 0: the mean over images of the squared excess
+    lag-``patch`` covariance of the reconstruction's high-pass residual over the original's
+    residual energy (normalised by the original, so added noise cannot dilute it).
 
     Args:
         reconstructions: (B, C, H, W) decoded images (gradients flow back here).
-        inputs: (B, C, H, W) the originals; H and W multiples of ``patch``.
+        inputs: (B, C, H, W) the originals.
         patch: the decoder's patch side.
     """
     if reconstructions.shape != inputs.shape:
         raise ValueError(f"shapes differ: {list(reconstructions.shape)} vs {list(inputs.shape)}")
-    b, _, h, w = inputs.shape
-    if h % patch or w % patch:
-        raise ValueError(f"image side {h}x{w} is not a multiple of the patch side {patch}")
-    residual = highpass(reconstructions - inputs)
-    blocks = b * (h // patch) * (w // patch)
-    mean = fold_blocks(residual, patch) / blocks  # (C, patch, patch)
-    energy = highpass(inputs).square().mean().detach().clamp_min(1e-12)
-    return mean.square().mean() / energy
+    if min(inputs.shape[-2:]) <= patch + 1:
+        raise ValueError(f"images {list(inputs.shape[-2:])} are too small for patch {patch}")
+    excess = lag_excess(highpass(reconstructions), patch)  # (B,)
+    energy = highpass(inputs).square().mean(dim=(1, 2, 3)).detach().clamp_min(1e-12)
+    return (excess / energy).square().mean()
 
 
 def shared_random_crop(
