@@ -11,7 +11,7 @@ import torch
 from titok.errors import ConfigError
 from titok.losses import PerceptualLoss
 from titok.losses.classifier_distance import ClassifierFeatureDistance
-from titok.losses.lattice import lattice_penalty, shared_random_crop
+from titok.losses.lattice import lattice_penalty, seam_penalty, shared_random_crop
 from titok.losses.reconstruction import LossConfig, Stage2Loss
 from titok.metrics.pattern import LatticeScore, PatternScore, lattice_score, pattern_score
 from titok.metrics.seams import SeamScore, seam_score
@@ -150,6 +150,33 @@ def test_lattice_penalty_removes_a_lattice_and_leaves_image_content_alone() -> N
         Stage2Loss(config)
     _, logs = Stage2Loss(config, patch_size=8).generator_loss(originals, blur + lattice, 0.0, 0)
     assert float(logs["lattice"]) == pytest.approx(2.0 * float(lattice_penalty(blur + lattice, originals, 8)))
+
+
+def test_seam_penalty_removes_block_seams_and_spares_natural_images() -> None:
+    originals, blur, _, _ = _lattice_cases()
+    # Every 8-px block offset by its own random amount: steps at the borders, of random sign.
+    torch.manual_seed(1)
+    offsets = 0.2 * (torch.rand(16, 3, 4, 4) - 0.5)
+    seams = blur + offsets.repeat_interleave(8, dim=-1).repeat_interleave(8, dim=-2)
+    assert seam_score(seams, 8) > 1.5 * seam_score(originals, 8)
+    assert float(seam_penalty(originals, originals, 8)) == 0.0
+    assert float(seam_penalty(blur, originals, 8)) < 0.01
+    assert float(seam_penalty(seams, originals, 8)) > 0.1
+    rec = seams.clone().requires_grad_(True)
+    step = torch.optim.Adam([rec], lr=2e-3)
+    for _ in range(60):
+        step.zero_grad()
+        seam_penalty(rec, originals, 8).backward()
+        step.step()
+    assert seam_score(rec.detach(), 8) < seam_score(originals, 8) + 0.1
+    assert (rec.detach() - seams).norm() < (seams - blur).norm()
+    with pytest.raises(ValueError, match="shapes differ"):
+        seam_penalty(seams, originals[:2], 8)
+    config = LossConfig(perceptual_loss="none", seam_weight=3.0)
+    with pytest.raises(ConfigError, match="seam_weight"):
+        Stage2Loss(config)
+    _, logs = Stage2Loss(config, patch_size=8).generator_loss(originals, seams, 0.0, 0)
+    assert float(logs["seam"]) == pytest.approx(3.0 * float(seam_penalty(seams, originals, 8)))
 
 
 def test_shared_random_crop_cuts_both_images_at_one_offset() -> None:

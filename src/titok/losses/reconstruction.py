@@ -5,6 +5,7 @@ Generator step::
     total = reconstruction_weight * l2(x, x_rec)
           + perceptual_weight * perceptual(crop(x), crop(x_rec))
           + lattice_weight * lattice_penalty(x_rec, x)
+          + seam_weight * seam_penalty(x_rec, x)
           + quantizer_weight * quantizer_loss
           + discriminator_weight * factor * (-mean(D(x_rec)))
 
@@ -33,7 +34,7 @@ from titok.errors import ConfigError
 from titok.losses.adversarial import LeCamEMA, frozen_parameters, hinge_d_loss, hinge_g_loss
 from titok.losses.classifier_distance import NEEDS_NETWORK
 from titok.losses.discriminator import BLUR_KERNELS, NLayerDiscriminator
-from titok.losses.lattice import lattice_penalty, shared_random_crop
+from titok.losses.lattice import lattice_penalty, seam_penalty, shared_random_crop
 from titok.losses.perceptual import (
     PerceptualLoss,
     is_classifier_spec,
@@ -61,6 +62,8 @@ class LossConfig:
             block grid at a new phase every step.
         lattice_weight: weight of the lattice penalty (0: off), needs the decoder's patch
             side (``Stage2Loss(patch_size=...)``; :func:`titok.losses.lattice.lattice_penalty`).
+        seam_weight: weight of the seam penalty (0: off; needs the patch side too;
+            :func:`titok.losses.lattice.seam_penalty`).
         quantizer_weight: weight of the quantizer (codebook + commitment) loss.
         discriminator_start: first global step with a GAN term and discriminator training.
         discriminator_factor: GAN factor once the discriminator is on.
@@ -84,6 +87,7 @@ class LossConfig:
     perceptual_taps: list[int] | None = None
     perceptual_shift: int = 0
     lattice_weight: float = 0.0
+    seam_weight: float = 0.0
     quantizer_weight: float = 0.0
     discriminator_start: int = 20_000
     discriminator_factor: float = 1.0
@@ -115,6 +119,7 @@ class LossConfig:
             "perceptual_weight",
             "perceptual_shift",
             "lattice_weight",
+            "seam_weight",
             "quantizer_weight",
             "discriminator_factor",
             "discriminator_weight",
@@ -185,16 +190,18 @@ class Stage2Loss(nn.Module):
         """
         Args:
             config: weights and schedule (default: the TiTok stage-2 recipe).
-            patch_size: the decoder's patch side, the period the ``lattice_weight`` penalty looks at
-                (None: a decoder without patches; that penalty is then a ConfigError).
+            patch_size: the decoder's patch side, the period the ``lattice_weight`` and
+                ``seam_weight`` penalties look at (None: a decoder without patches; those
+                penalties are then a ConfigError).
         """
         super().__init__()
         self.config = config = config or LossConfig()
-        if config.lattice_weight > 0 and patch_size is None:
-            raise ConfigError(
-                "losses.lattice_weight: the lattice penalty needs a patch decoder (TiTok); "
-                "this model has no patch size"
-            )
+        for name in ("lattice_weight", "seam_weight"):
+            if getattr(config, name) > 0 and patch_size is None:
+                raise ConfigError(
+                    f"losses.{name}: the {name.split('_')[0]} penalty needs a patch decoder (TiTok); "
+                    "this model has no patch size"
+                )
         self.patch_size = patch_size
         self.perceptual: PerceptualLoss | None = None
         if config.perceptual_weight > 0 and uses_perceptual(config.perceptual_loss):
@@ -237,7 +244,7 @@ class Stage2Loss(nn.Module):
 
         Returns:
             (total scalar loss in float32, logs) where logs holds detached scalars: ``total``;
-            the weighted terms ``reconstruction``, ``perceptual``, ``lattice``, ``quantizer``,
+            the weighted terms ``reconstruction``, ``perceptual``, ``lattice``, ``seam``, ``quantizer``,
             ``gan``
             (0 before ``discriminator_start``); the raw ``gan_raw`` = -mean D(x_rec),
             ``discriminator_factor`` and ``perceptual_lpips`` / ``perceptual_convnext``.
@@ -259,6 +266,10 @@ class Stage2Loss(nn.Module):
             if cfg.lattice_weight > 0:
                 assert self.patch_size is not None
                 lattice = cfg.lattice_weight * lattice_penalty(x_rec, x, self.patch_size)
+            seam = x.new_zeros(())
+            if cfg.seam_weight > 0:
+                assert self.patch_size is not None
+                seam = cfg.seam_weight * seam_penalty(x_rec, x, self.patch_size)
 
             q = torch.as_tensor(quantizer_loss, device=x.device).float().mean()
             q = cfg.quantizer_weight * q
@@ -272,12 +283,13 @@ class Stage2Loss(nn.Module):
                     g_raw = hinge_g_loss(discriminator(x_rec).float())
             gan = cfg.discriminator_weight * factor * g_raw
 
-            total = rec + perceptual + lattice + q + gan
+            total = rec + perceptual + lattice + seam + q + gan
         logs = {
             "total": total.detach(),
             "reconstruction": rec.detach(),
             "perceptual": perceptual.detach(),
             "lattice": lattice.detach(),
+            "seam": seam.detach(),
             "quantizer": q.detach(),
             "gan": gan.detach(),
             "gan_raw": g_raw.detach(),
