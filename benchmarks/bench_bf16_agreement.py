@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 from titok import Generator, TiTok  # noqa: E402
 from titok.evaluation.reconstruction import DataSplit, split_batches  # noqa: E402
-from titok.pretrained import load_tokenizer  # noqa: E402
+from titok.loading import load_tokenizer  # noqa: E402
 
 #: Imagenette shards beside the repository (the script runs from the repository root).
 DEFAULT_DATA = "../shared/data/imagenette"

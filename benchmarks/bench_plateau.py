@@ -99,7 +99,7 @@ def _conditional_entropy(codes: torch.Tensor, bins: torch.Tensor) -> float:
 
 def teacher_entropy(images: torch.Tensor, teacher_path: str) -> dict[str, float]:
     """Entropies of the teacher's codes (see the module docstring), on ``images`` (N, 3, S, S)."""
-    from titok.pretrained import load_vqgan
+    from titok.loading import load_vqgan
 
     teacher = load_vqgan(teacher_path).eval()
     with torch.no_grad():
@@ -291,7 +291,7 @@ def main() -> None:
     model = build(args, proxy)
     teacher = None
     if proxy:
-        from titok.pretrained import load_vqgan
+        from titok.loading import load_vqgan
 
         teacher = load_vqgan(args.teacher).eval()
         with torch.no_grad():

@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
+from titok.loading import save_model  # noqa: E402
 from titok.models.presets import tokenizer_config  # noqa: E402
 from titok.models.titok import TiTok  # noqa: E402
 from titok.models.vqgan import VQGAN  # noqa: E402
-from titok.pretrained import save_model  # noqa: E402
 from titok.training import load_recipe, make_task  # noqa: E402
 from titok.training.engine import Engine  # noqa: E402
 

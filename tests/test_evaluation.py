@@ -23,6 +23,7 @@ from titok import TiTok
 from titok.cli import main
 from titok.cli.train import train_classifier_command
 from titok.evaluation.reconstruction import DataSplit
+from titok.loading import load_tokenizer
 from titok.metrics import (
     FID_WEIGHTS_URL,
     FeatureAccumulator,
@@ -35,7 +36,6 @@ from titok.metrics import (
 from titok.metrics.pattern import lattice_score, pattern_score
 from titok.models.classifier import Classifier, ClassifierConfig, load_classifier
 from titok.models.generator import Generator
-from titok.pretrained import load_tokenizer
 
 NET = "nette32-resnet"
 NUM_IMAGES = 48

@@ -202,7 +202,7 @@ def test_an_unreachable_hub_fails_fast(monkeypatch, tmp_path: Path) -> None:
     import huggingface_hub
     from huggingface_hub import constants
 
-    from titok import hub
+    from titok.loading import hub
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from titok.checkpoints import mismatch_report
 from titok.errors import CheckpointError, ConfigError
+from titok.loading import mismatch_report
 from titok.losses import (
     LeCamEMA,
     LossConfig,

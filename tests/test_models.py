@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.checkpoints import mismatch_report
 from titok.errors import ConfigError
+from titok.loading import mismatch_report
 from titok.models import VQGAN, DiagonalGaussian, TiTok, TiTokConfig, VectorQuantizer, tokenizer_presets
 from titok.models.transformer import ResidualAttentionBlock
 from titok.models.vqgan import VQGANConfig

@@ -13,9 +13,9 @@ from tests.conftest import put_in_hub_cache
 from tests.test_models import PUBLISHED
 from titok import TiTok
 from titok.errors import CheckpointError
+from titok.loading import load_vqgan
 from titok.models import tokenizer_config
 from titok.models.vqgan import VQGAN, VQGANConfig
-from titok.pretrained import load_vqgan
 
 
 def _light_state_dict(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -192,7 +192,7 @@ def test_bin_files_are_read_with_weights_only(tmp_path: Path) -> None:
 
 
 def test_vqgan_save_and_load_folder(tmp_path: Path) -> None:
-    from titok.pretrained import save_model
+    from titok.loading import save_model
 
     cfg = VQGANConfig(
         channel_mult=(1, 2), hidden_channels=32, num_res_blocks=1, z_channels=8, codebook_size=16
@@ -202,3 +202,42 @@ def test_vqgan_save_and_load_folder(tmp_path: Path) -> None:
     again = load_vqgan(tmp_path / "vq")
     x = torch.rand(1, 3, 16, 16)
     assert torch.equal(vq.encode(x), again.encode(x))
+
+
+def test_a_folder_of_another_kind_or_no_json_object_is_refused(tmp_path: Path) -> None:
+    """The lookup shared by tokenizers and generators tells the kinds apart and names the file."""
+    from titok.loading import config_from_json, generator_config_from_json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"library": "titok", "kind": "generator", "config": {}}))
+    with pytest.raises(CheckpointError, match="holds a 'generator', not a tokenizer"):
+        config_from_json(path)
+    path.write_text("[1, 2]")
+    for read in (config_from_json, generator_config_from_json):
+        with pytest.raises(CheckpointError, match="expected a JSON object"):
+            read(path)
+
+
+@pytest.mark.parametrize(
+    "old",
+    [
+        "titok.checkpoints",
+        "titok.hub",
+        "titok.pretrained",
+        "titok.tokenizer_files",
+        "titok.models.generator.pretrained",
+    ],
+)
+def test_old_module_paths_re_export_titok_loading(old: str) -> None:
+    """The modules loading moved out of still hand out the very same objects (kept for one release)."""
+    import importlib
+
+    import titok.loading
+    import titok.resources
+
+    module = importlib.import_module(old)
+    assert module.__all__
+    for name in module.__all__:
+        home = titok.loading if hasattr(titok.loading, name) else titok.resources
+        new = getattr(home, name)
+        assert getattr(module, name) is new, f"{old}.{name}"

@@ -12,7 +12,7 @@ import titok
 from titok.cli import main
 from titok.evaluation.reconstruction import DataSplit, split_batches
 from titok.metrics import psnr
-from titok.pretrained import builtin_generators_dir, builtin_models_dir
+from titok.resources import builtin_generators_dir, builtin_models_dir
 
 TOKENIZER = builtin_models_dir() / "imagenette64"
 GENERATOR = builtin_generators_dir() / "imagenette64"

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from titok.errors import ConfigError
+from titok.loading import load_vqgan
 from titok.models.titok import TiTok
-from titok.pretrained import load_vqgan
 from titok.training import Recipe, TrainResult, load_recipe, make_task, train
 from titok.training import checkpointing as ckpt
 

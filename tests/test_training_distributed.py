@@ -194,7 +194,7 @@ def test_accelerate_launch_in_sync_then_torchrun_resume_through_the_cli_bit_exac
     assert "trained vqgan to step 3" in proc.stdout
     assert json.loads((out / "checkpoint-00000003" / "meta.json").read_text())["world_size"] == 2
 
-    from titok.pretrained import load_vqgan
+    from titok.loading import load_vqgan
 
     vqgan = load_vqgan(out / "export")
     assert vqgan.config.codebook_size == 256

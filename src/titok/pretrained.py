@@ -1,60 +1,11 @@
-"""Loading pretrained models: tokenizers (see :mod:`titok.tokenizer_files` for where they are
-found) and the MaskGIT-VQGAN teacher; the folders of the models shipped with the package
-(generators: :mod:`titok.models.generator.pretrained`).
-
-All loading is strict (:func:`titok.checkpoints.load_strict`).
+"""Loading pretrained models: moved to :mod:`titok.loading` (``load_tokenizer``, ``load_vqgan``:
+:mod:`titok.loading.loaders`); kept for one release.
 """
 
-from __future__ import annotations
-
-import json
-import os
-from pathlib import Path
-
-from titok import hub
-from titok.checkpoints import FORMAT_VERSION, WEIGHT_FILES, build_and_load, save_model, weights_in
-from titok.errors import CheckpointError
-from titok.models.titok import TiTok
-from titok.models.vqgan import VQGAN, VQGANConfig
+from titok.loading.loaders import VQGAN_FILE, VQGAN_REPO, load_tokenizer, load_vqgan
+from titok.loading.tokenizers import config_from_json
+from titok.loading.weights import FORMAT_VERSION, WEIGHT_FILES, save_model
 from titok.resources import builtin_generators_dir, builtin_models_dir
-from titok.tokenizer_files import config_from_json
-
-#: Where the authors publish the MaskGIT-VQGAN used for proxy codes.
-VQGAN_REPO, VQGAN_FILE = "fun-research/TiTok", "maskgit-vqgan-imagenet-f16-256.bin"
-
-
-def load_tokenizer(name_or_path: str | os.PathLike[str], preset: str | None = None) -> TiTok:
-    """Load a tokenizer from a local folder or file, a built-in name, a preset or a hub repo id."""
-    return TiTok.from_pretrained(name_or_path, preset=preset)
-
-
-def load_vqgan(
-    path_or_name: str | os.PathLike[str] | None = None, config: VQGANConfig | None = None
-) -> VQGAN:
-    """Load a MaskGIT-style VQGAN.
-
-    ``None`` or ``"maskgit-vqgan"`` is the authors' published f=16 model (hub
-    ``fun-research/TiTok``, file ``maskgit-vqgan-imagenet-f16-256.bin``); a folder is one
-    written by ``save_pretrained`` (ours); a file is a raw state dict for ``config``
-    (default: the published architecture).
-    """
-    if path_or_name in (None, "maskgit-vqgan"):
-        weights = hub.download(VQGAN_REPO, VQGAN_FILE)
-        return _vqgan_from(VQGANConfig(), weights)
-    path = Path(path_or_name)
-    if path.is_dir():
-        meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
-        if meta is None or meta.get("kind") != "vqgan":
-            raise CheckpointError(f"{path}: not a VQGAN folder (config.json with kind 'vqgan' expected)")
-        return _vqgan_from(VQGANConfig.from_dict(meta["config"]), weights_in(path))
-    if path.is_file():
-        return _vqgan_from(config or VQGANConfig(), path)
-    raise CheckpointError(f"{path}: no such VQGAN file or folder")
-
-
-def _vqgan_from(config: VQGANConfig, weights: Path) -> VQGAN:
-    return build_and_load(lambda: VQGAN(config), weights, str(weights))
-
 
 __all__ = [
     "FORMAT_VERSION",

@@ -10,9 +10,9 @@ import torch
 import typer
 
 from titok.cli.options import PresetOpt
+from titok.loading import load_tokenizer
 from titok.models.presets import tokenizer_presets
 from titok.models.titok import TiTok
-from titok.pretrained import load_tokenizer
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -28,8 +28,8 @@ def presets(
 ) -> None:
     """List the built-in models (shipped, offline) and the tokenizer presets: tokens, codebook,
     parameters and published weights."""
+    from titok.loading import builtin_model_names, config_from_json
     from titok.resources import builtin_models_dir
-    from titok.tokenizer_files import builtin_model_names, config_from_json
 
     rows = []
     for name in builtin_model_names():

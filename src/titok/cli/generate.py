@@ -34,10 +34,9 @@ from titok.cli.options import (
 from titok.cli.progress import QuietOpt, progress_bar
 from titok.errors import TitokError
 from titok.images import tensor_to_pil
+from titok.loading import load_tokenizer, names_generator
 from titok.models.generator import Generator
-from titok.models.generator.pretrained import names_generator
 from titok.models.presets import tokenizer_presets
-from titok.pretrained import load_tokenizer
 from titok.resources import builtin_generators_dir
 
 DEFAULT_GENERATOR = "imagenette64"

@@ -14,9 +14,9 @@ import torch
 import typer
 
 from titok.errors import TitokError
+from titok.loading import load_tokenizer
 from titok.models.presets import get_preset, tokenizer_presets
 from titok.models.titok import TiTok
-from titok.pretrained import load_tokenizer
 from titok.resources import builtin_models_dir
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def load_teacher(spec: str | None, device: torch.device) -> VQGAN | None:
     """The VQGAN of ``--teacher`` (eval mode, on ``device``), or None when it is not given."""
     if spec is None:
         return None
-    from titok.pretrained import load_vqgan
+    from titok.loading import load_vqgan
 
     return load_vqgan(spec).to(device).eval()
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.checkpoints import load_strict
+from titok.loading.weights import load_strict
 
 #: Channels and layer layout of VGG-16: ints are 3x3 convolutions, "M" a 2x2 max-pool.
 _VGG16_LAYOUT: tuple[int | str, ...] = (

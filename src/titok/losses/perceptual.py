@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok import hub
-from titok.checkpoints import load_strict, read_state_dict
 from titok.errors import CheckpointError, ConfigError
+from titok.loading import hub
+from titok.loading.weights import load_strict, read_state_dict
 from titok.losses.backbones import (
     VGG16_TAP_CHANNELS,
     ConvNeXt,

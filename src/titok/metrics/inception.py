@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.checkpoints import load_strict, read_state_dict
 from titok.errors import CheckpointError
+from titok.loading.weights import load_strict, read_state_dict
 
 FID_INCEPTION_NAME = "inception-v3-2015-12-05"
 #: Name of the same network with the TensorFlow input convention.

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.checkpoints import load_strict, read_state_dict
 from titok.errors import CheckpointError, ConfigError
+from titok.loading.weights import load_strict, read_state_dict
 
 #: ImageNet per-channel statistics, the default input normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -197,7 +197,7 @@ class Classifier(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` (kind ``"classifier"``) and ``model.safetensors``; returns the folder."""
-        from titok.pretrained import save_model
+        from titok.loading.weights import save_model
 
         return save_model(self, directory, kind="classifier", config=self.config.to_dict())
 

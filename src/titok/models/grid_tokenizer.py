@@ -43,8 +43,8 @@ class GridTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], image_size: int) -> GridTokenizer:
-        """A VQGAN export folder (or weights file, see :func:`titok.pretrained.load_vqgan`)."""
-        from titok.pretrained import load_vqgan
+        """A VQGAN export folder (or weights file, see :func:`titok.loading.load_vqgan`)."""
+        from titok.loading.loaders import load_vqgan
 
         return cls(load_vqgan(str(path)), image_size)
 

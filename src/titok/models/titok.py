@@ -132,11 +132,11 @@ class TiTok(nn.Module):
         """Load weights: a preset name, a hub repo id, a local folder or a weights file.
 
         A single weights file (``.safetensors``, ``.bin``) needs ``preset`` to know its
-        architecture. Where the files are found: :mod:`titok.tokenizer_files`; loading is strict
-        (:func:`titok.checkpoints.load_strict`).
+        architecture. Where the files are found: :mod:`titok.loading.tokenizers`; loading is strict
+        (:func:`titok.loading.weights.load_strict`).
         """
-        from titok.checkpoints import build_and_load
-        from titok.tokenizer_files import find_tokenizer
+        from titok.loading.tokenizers import find_tokenizer
+        from titok.loading.weights import build_and_load
 
         files = find_tokenizer(name_or_path, preset=preset)
         model = build_and_load(lambda: cls(files.config), files.weights, files.source)
@@ -144,7 +144,7 @@ class TiTok(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to ``directory``; returns the folder."""
-        from titok.checkpoints import save_model
+        from titok.loading.weights import save_model
 
         return save_model(self, directory, kind="tokenizer", config=self.config.to_dict())
 

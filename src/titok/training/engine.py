@@ -36,9 +36,9 @@ import torch
 import yaml
 from torch import nn
 
-from titok.checkpoints import load_strict
 from titok.data import SKIP_KINDS
 from titok.errors import CheckpointError, ConfigError
+from titok.loading.weights import load_strict
 from titok.training import checkpointing as ckpt
 from titok.training.config import Recipe
 from titok.training.ema import EMA

@@ -2,11 +2,13 @@
 
 ``config.py`` (:class:`GeneratorConfig`), ``presets.py`` (named architectures), ``model.py``
 (:class:`Generator`: vocabulary, forward, sampling, files), ``bert.py`` and ``uvit.py`` (the two
-architectures, each a :class:`Generator` subclass with the authors' parameter names) and
-``pretrained.py`` (where a checkpoint's files are).
+architectures, each a :class:`Generator` subclass with the authors' parameter names). Where a
+checkpoint's files are is :mod:`titok.loading.generators` (``pretrained.py`` here re-exports it for
+one release).
 """
 
-from titok.checkpoints import FORMAT_VERSION, WEIGHT_FILES
+from titok.loading.generators import generator_config_from_json
+from titok.loading.weights import FORMAT_VERSION, WEIGHT_FILES, WEIGHT_SUFFIXES
 from titok.models.generator.bert import BertGenerator
 from titok.models.generator.config import ARCHITECTURES, GeneratorConfig
 from titok.models.generator.model import Generator, generator_from_state_dict, load_generator
@@ -17,7 +19,6 @@ from titok.models.generator.presets import (
     generator_presets,
     get_generator_preset,
 )
-from titok.models.generator.pretrained import WEIGHT_SUFFIXES, generator_config_from_json
 from titok.models.generator.uvit import UViTGenerator
 
 __all__ = [

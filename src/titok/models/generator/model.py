@@ -24,12 +24,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from titok.checkpoints import load_strict, read_state_dict, save_model
 from titok.errors import ConfigError, TitokError
+from titok.loading.generators import drop_derived_buffers, find_generator
+from titok.loading.weights import load_strict, read_state_dict, save_model
 from titok.models.autocast_linears import LowPrecisionLinears
 from titok.models.generator.config import GeneratorConfig
 from titok.models.generator.presets import get_generator_preset
-from titok.models.generator.pretrained import drop_derived_buffers, find_generator
 from titok.models.prefixes import check_num_tokens
 from titok.precision import precision
 from titok.sampling import StepCallback, confidence_decode
@@ -331,7 +331,7 @@ class Generator(nn.Module):
             preset: architecture of a bare weights file.
             raw: for a published preset, read the authors' raw state-dict file instead.
 
-        Where the files are found: :func:`titok.models.generator.pretrained.find_generator`.
+        Where the files are found: :func:`titok.loading.generators.find_generator`.
         """
         files = find_generator(name_or_path, preset=preset, raw=raw)
         return generator_from_state_dict(files.config, read_state_dict(files.weights), files.source)

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok.checkpoints import load_strict
 from titok.errors import CheckpointError, ConfigError, DataError, TitokError
+from titok.loading.weights import load_strict
 from titok.models.generator import Generator, GeneratorConfig, get_generator_preset, load_generator
 from titok.models.titok import TiTok
 from titok.pretokenize import TokenDataset, load_tokens
@@ -196,7 +196,7 @@ class GeneratorTask(Task):
         return {"model": model}
 
     def _load_tokenizer(self, config: GeneratorConfig, device: torch.device) -> TiTok:
-        from titok.pretrained import load_tokenizer
+        from titok.loading.loaders import load_tokenizer
 
         assert config.tokenizer is not None
         try:

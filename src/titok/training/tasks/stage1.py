@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from titok.errors import ConfigError
+from titok.loading.loaders import load_vqgan
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
-from titok.pretrained import load_vqgan
 from titok.training.prefix import prefix_preview_rows
 from titok.training.task import ImageTask, StepContext
 

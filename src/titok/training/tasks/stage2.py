@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from titok.checkpoints import load_strict
 from titok.errors import ConfigError
+from titok.loading.weights import load_strict
 from titok.models.titok import TiTok
 from titok.training.tasks.adversarial import PixelOutput, TiTokPixelTask
 from titok.training.tasks.stage1 import load_teacher

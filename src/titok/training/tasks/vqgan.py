@@ -2,7 +2,7 @@
 
 The recipe's ``model`` section holds :class:`titok.models.VQGANConfig` fields and
 ``data.image_size`` the training resolution (a multiple of the downsampling factor). The export
-is loadable by :func:`titok.pretrained.load_vqgan` and usable as ``teacher:`` of a stage-1 recipe.
+is loadable by :func:`titok.loading.load_vqgan` and usable as ``teacher:`` of a stage-1 recipe.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from titok.errors import ConfigError
+from titok.loading.weights import save_model
 from titok.models.vqgan import VQGAN
-from titok.pretrained import save_model
 from titok.training.tasks.adversarial import PixelOutput, PixelTask
 
 if TYPE_CHECKING:
