@@ -202,6 +202,9 @@ def test_vqgan_save_and_load_folder(tmp_path: Path) -> None:
     again = load_vqgan(tmp_path / "vq")
     x = torch.rand(1, 3, 16, 16)
     assert torch.equal(vq.encode(x), again.encode(x))
+    (tmp_path / "vq" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: cannot read JSON config"):
+        load_vqgan(tmp_path / "vq")
 
 
 def test_a_folder_of_another_kind_or_no_json_object_is_refused(tmp_path: Path) -> None:

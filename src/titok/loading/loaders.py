@@ -10,12 +10,12 @@ All loading is strict (:func:`titok.loading.weights.load_strict`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from titok.errors import CheckpointError
 from titok.loading import hub
+from titok.loading.lookup import read_config_json
 from titok.loading.weights import build_and_load, weights_in
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN, VQGANConfig
@@ -44,7 +44,7 @@ def load_vqgan(
         return _vqgan_from(VQGANConfig(), weights)
     path = Path(path_or_name)
     if path.is_dir():
-        meta = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+        meta = read_config_json(path / "config.json") if (path / "config.json").is_file() else None
         if meta is None or meta.get("kind") != "vqgan":
             raise CheckpointError(f"{path}: not a VQGAN folder (config.json with kind 'vqgan' expected)")
         return _vqgan_from(VQGANConfig.from_dict(meta["config"]), weights_in(path))
