@@ -42,27 +42,27 @@ def test_every_stage_runs_and_the_report_names_both_tokenizers(builtin_run: Path
     assert list(state["stages"]) == list(STAGES)
     assert all(s["done"] and s["seconds"] > 0 for s in state["stages"].values())
     # the tokenizer trained the budget's steps on its images, with the shipped recipe's options
-    last = json.loads((builtin_run / TOKENIZER / "metrics.jsonl").read_text().splitlines()[-1])
+    last = json.loads((builtin_run / TOKENIZER.folder / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == TINY.tokenizer_steps
-    config = json.loads((builtin_run / TOKENIZER / "export" / "config.json").read_text())["config"]
+    config = json.loads((TOKENIZER.export_dir(builtin_run) / "config.json").read_text())["config"]
     assert (
         config["num_latent_tokens"] == 32 and config["latent_centering"] and config["dead_code_threshold"] > 0
     )
     report = (write_report(run_builtin(builtin_run, str(imagenette), budget=TINY))).read_text()
-    for name in (TOKENIZER, CONTROL):
-        assert f"| {name} | " in report
-    assert f"| {TOKENIZER} | 32 | {TINY.tokenizer_steps * TINY.batch_size} |" in report
+    for tokenizer in (TOKENIZER, CONTROL):
+        assert f"| {tokenizer.name} | " in report
+    assert f"| {TOKENIZER.name} | 32 | {TINY.tokenizer_steps * TINY.batch_size} |" in report
     assert f"({TINY.eval_images} held-out images)" in report
     assert "requested class" in report
 
 
 def test_a_finished_run_resumes_without_training_again(builtin_run: Path, imagenette) -> None:
     before = json.loads((builtin_run / "state.json").read_text())["stages"]
-    mtime = (builtin_run / TOKENIZER / "export" / "model.safetensors").stat().st_mtime_ns
+    mtime = (TOKENIZER.export_dir(builtin_run) / "model.safetensors").stat().st_mtime_ns
     run_builtin(builtin_run, str(imagenette), control_steps=4, budget=TINY)
     after = json.loads((builtin_run / "state.json").read_text())["stages"]
     assert {k: v["seconds"] for k, v in after.items()} == {k: v["seconds"] for k, v in before.items()}
-    assert (builtin_run / TOKENIZER / "export" / "model.safetensors").stat().st_mtime_ns == mtime
+    assert (TOKENIZER.export_dir(builtin_run) / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 def test_shipped_models_load_and_are_stored_in_float16(builtin_run: Path, tmp_path: Path) -> None:
@@ -72,9 +72,9 @@ def test_shipped_models_load_and_are_stored_in_float16(builtin_run: Path, tmp_pa
         weights = load_file(next(folder.glob("*.safetensors")))
         assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
         source = json.loads((folder / "source.json").read_text())
-        assert source["tokenizer"] == TOKENIZER and source["budget"] == TINY.name
+        assert source["tokenizer"] == TOKENIZER.name and source["budget"] == TINY.name
     tokenizer = TiTok.from_pretrained(tok_dir).eval()
-    trained = TiTok.from_pretrained(builtin_run / TOKENIZER / "export").eval()
+    trained = TiTok.from_pretrained(TOKENIZER.export_dir(builtin_run)).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         tokens = tokenizer.encode(images)
@@ -92,3 +92,9 @@ def test_the_builtin_budget_keeps_the_recipe_steps(tmp_path: Path, imagenette) -
     assert recipe.training.max_train_steps == BUILTIN.tokenizer_steps == 6000
     assert recipe.training.batch_size == 32 and recipe.data.max_samples is None
     assert recipe.data.holdout == 500
+
+
+def test_the_builtin_run_is_a_single_stage_titok_and_the_f8_vqgan() -> None:
+    assert (TOKENIZER.name, TOKENIZER.num_tokens, TOKENIZER.is_2d) == ("titok-k32-single", 32, False)
+    assert (CONTROL.name, CONTROL.num_tokens, CONTROL.is_2d) == ("vqgan-f8", 64, True)
+    assert STAGES[1:3] == (TOKENIZER.name, CONTROL.name)

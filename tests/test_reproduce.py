@@ -14,11 +14,12 @@ import torch
 import yaml
 
 from titok.errors import ConfigError
-from titok.reproduce import get_budget, reproduce_imagenette64
+from titok.reproduce import BUDGETS, get_budget, reproduce_imagenette64
 from titok.reproduce.parallel import run_parallel, threads_per_worker
-from titok.reproduce.pipeline import choose_generator_tokenizer, token_count
-from titok.reproduce.report import sampling_text
+from titok.reproduce.pipeline import choose_generator_tokenizer
+from titok.reproduce.render import sampling_text
 from titok.reproduce.run_folder import Run
+from titok.reproduce.stages import TokenizerKind, TokenizerStage, tokenizer_catalog
 
 SECTIONS = (
     "## Stages",
@@ -213,11 +214,85 @@ def test_generator_tokenizer_is_chosen_by_reconstruction_fid() -> None:
         "titok-k32-single": {"rFID[n]": 2.0},
         "titok-k64": {"rFID[n]": 0.5},
     }
-    assert choose_generator_tokenizer(recon) == "titok-k32-single"
-    assert choose_generator_tokenizer({"titok-k8": {"rFID[n]": 1.0}}) == "titok-k8"
-    assert token_count("titok-k16-single") == 16 and token_count("titok-k64") == 64
+    assert choose_generator_tokenizer(recon) == TokenizerStage.single_stage(32)
+    assert choose_generator_tokenizer({"titok-k8": {"rFID[n]": 1.0}}).name == "titok-k8"
+    with pytest.raises(ConfigError, match="no TiTok"):
+        choose_generator_tokenizer({"vqgan-f16": {"rFID[n]": 0.1}})
+
+
+def test_the_catalogs_of_the_default_and_tiny_budgets() -> None:
+    default = tokenizer_catalog(get_budget("default"))
+    assert [t.name for t in default] == [
+        "vqgan-f8",
+        "vqgan-f16",
+        "titok-k16-single",
+        "titok-k32-single",
+        "titok-k64-single",
+    ]
+    tiny = tokenizer_catalog(get_budget("tiny"))
+    vqgan, two, single = TokenizerKind.VQGAN, TokenizerKind.TITOK_TWO_STAGE, TokenizerKind.TITOK_SINGLE_STAGE
+    assert [(t.name, t.kind, t.num_tokens) for t in tiny] == [
+        ("vqgan-f8", vqgan, 64),
+        ("vqgan-f16", vqgan, 16),
+        ("titok-k8", two, 8),
+        ("titok-k8-single", single, 8),
+        ("titok-k16-single", single, 16),
+    ]
+    assert [t.is_2d for t in tiny] == [True, True, False, False, False]
+    assert [t.label for t in tiny] == [
+        "2D VQGAN",
+        "2D VQGAN",
+        "1D TiTok two-stage",
+        "1D TiTok single-stage",
+        "1D TiTok single-stage",
+    ]
+    assert [t.factor for t in tiny] == [8, 16, None, None, None]
+
+
+def test_tokenizer_names_round_trip_and_others_are_refused() -> None:
+    for budget in BUDGETS.values():
+        for tokenizer in tokenizer_catalog(budget):
+            assert TokenizerStage.from_name(tokenizer.name) == tokenizer
+            assert str(tokenizer) == tokenizer.name
+    assert TokenizerStage.from_name("titok-k64").num_tokens == 64
+    assert TokenizerStage.from_name("titok-k16-single").num_tokens == 16
+    assert TokenizerStage.from_name("vqgan-f16") == TokenizerStage.vqgan(16)
+    for name in ("titok-k8-stage2", "vqgan-f8-single", "titok-8", "vqgan-f7", "classifier", "titok-k0"):
+        with pytest.raises(ConfigError):
+            TokenizerStage.from_name(name)
+    with pytest.raises(ConfigError):  # a VQGAN's tokens follow from its factor
+        TokenizerStage(TokenizerKind.VQGAN, 32, 8)
     with pytest.raises(ConfigError):
-        token_count("vqgan-f8")
+        TokenizerStage(TokenizerKind.TITOK_SINGLE_STAGE, 32, 8)
+
+
+def test_tokenizer_folders_are_the_run_folders_of_before(tmp_path: Path) -> None:
+    folders = {
+        "vqgan-f8": ("vqgan-f8",),
+        "vqgan-f16": ("vqgan-f16",),
+        "titok-k8": ("titok-k8-stage1", "titok-k8-stage2"),
+        "titok-k8-single": ("titok-k8-single",),
+        "titok-k16-single": ("titok-k16-single",),
+    }
+    tiny = tokenizer_catalog(get_budget("tiny"))
+    assert {t.name: t.training_stages for t in tiny} == folders
+    for tokenizer in tiny:  # a two-stage TiTok's export is its stage 2's
+        assert tokenizer.export_dir(tmp_path) == tmp_path / folders[tokenizer.name][-1] / "export"
+        assert tokenizer.folder == folders[tokenizer.name][-1]
+    run = Run(tmp_path / "run", get_budget("tiny"), "data")
+    assert run.tokenizers() == tiny and run.tokenizer("titok-k8") == TokenizerStage.two_stage(8)
+    with pytest.raises(ConfigError, match="titok-k32"):
+        run.tokenizer("titok-k32")
+
+
+def test_the_tiny_run_exports_every_tokenizer_of_its_catalog(tiny_run: Path) -> None:
+    state = json.loads((tiny_run / "state.json").read_text())
+    catalog = tokenizer_catalog(get_budget("tiny"))
+    for tokenizer in catalog:
+        assert (tokenizer.export_dir(tiny_run) / "config.json").is_file(), tokenizer
+        assert all(state["stages"][stage]["done"] for stage in tokenizer.training_stages)
+    recon = json.loads((tiny_run / "results" / "reconstruction.json").read_text())
+    assert list(recon) == [t.name for t in catalog]
 
 
 def test_unknown_budget_is_refused() -> None:
@@ -257,7 +332,7 @@ def test_budget_warmup_and_images() -> None:
 
 
 def test_training_curve_reads_psnr_from_the_l2_loss(tmp_path: Path) -> None:
-    from titok.reproduce.report import training_curve
+    from titok.reproduce.plots import training_curve
 
     class FakeRun:
         budget = get_budget("tiny")
@@ -271,15 +346,15 @@ def test_training_curve_reads_psnr_from_the_l2_loss(tmp_path: Path) -> None:
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     batch = FakeRun.budget.batch_size
-    images, psnr = training_curve(FakeRun(), "vqgan-f8", smooth=1)
+    images, psnr = training_curve(FakeRun(), TokenizerStage.vqgan(8), smooth=1)
     assert images == [batch, 3 * batch] and psnr == pytest.approx([10.0, 30.0])
     # a two-stage TiTok's pixel curve is its stage 2's, after the stage-1 images
-    images, psnr = training_curve(FakeRun(), "titok-k8", smooth=2)
+    images, psnr = training_curve(FakeRun(), TokenizerStage.two_stage(8), smooth=2)
     offset = FakeRun.budget.stage1_steps * batch
     assert images == [offset + batch, offset + 3 * batch] and psnr[1] == pytest.approx(
         -10 * math.log10(0.0505)
     )
-    assert training_curve(FakeRun(), "titok-k16-single") == ([], [])
+    assert training_curve(FakeRun(), TokenizerStage.single_stage(16)) == ([], [])
 
 
 def test_worker_jobs_are_recorded_as_each_finishes() -> None:

@@ -16,7 +16,6 @@ then ``tokenizer_steps - stage1_steps`` to pixels.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 
 from titok.errors import ConfigError
@@ -139,19 +138,6 @@ BUDGETS: dict[str, Budget] = {
         grid_images=4,
     ),
 }
-
-
-def token_count(name: str) -> int:
-    """K of a TiTok tokenizer name (``titok-k32``, ``titok-k32-single``)."""
-    match = re.fullmatch(r"titok-k(\d+)(-single)?", name)
-    if match is None:
-        raise ConfigError(f"not a TiTok tokenizer name: {name!r}")
-    return int(match.group(1))
-
-
-def training_folder(name: str) -> str:
-    """The run sub-folder that trains tokenizer ``name`` to pixels (a two-stage TiTok's: its stage 2)."""
-    return name if name.startswith("vqgan") or name.endswith("-single") else f"{name}-stage2"
 
 
 def get_budget(name: str) -> Budget:

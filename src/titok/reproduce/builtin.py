@@ -29,21 +29,32 @@ import torch
 
 from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.pipeline import (
-    _train,
     stage_classifier,
     stage_eval_generation,
     stage_eval_probe,
     stage_eval_reconstruction,
     stage_generator,
     stage_tokens,
+    train_stage,
 )
 from titok.reproduce.recipes import RECIPES, VQGAN_MODEL, VQGAN_MULT, data_split
-from titok.reproduce.report import sampling_text
+from titok.reproduce.render import (
+    feature_network,
+    find_key,
+    image,
+    sampling_text,
+    section,
+    table,
+    write_markdown,
+)
 from titok.reproduce.run_folder import Run, default_data
+from titok.reproduce.stages import TEACHER, TokenizerStage
 from titok.training.config import Recipe, load_recipe
 
-TOKENIZER = "titok-k32-single"
-CONTROL = "vqgan-f8"
+#: The tokenizer of the built-in models.
+TOKENIZER = TokenizerStage.single_stage(32)
+#: Its 2D control: the f=8 VQGAN (64 tokens).
+CONTROL = TEACHER
 
 #: Steps and sizes of the built-in run (tokenizer steps are the recipe's).
 BUILTIN = Budget(
@@ -59,8 +70,8 @@ BUILTIN = Budget(
 )
 STAGES = (
     "classifier",
-    TOKENIZER,
-    CONTROL,
+    TOKENIZER.name,
+    CONTROL.name,
     "eval-reconstruction",
     "eval-probe",
     "tokens-1d",
@@ -78,7 +89,7 @@ def tokenizer_recipe(run: Run) -> Recipe:
         *data_split(budget),
         f"training.batch_size={budget.batch_size}",
         f"training.max_train_steps={budget.tokenizer_steps}",
-        f"experiment.output_dir={run.path(TOKENIZER)}",
+        f"experiment.output_dir={run.path(TOKENIZER.folder)}",
     ]
     return load_recipe(RECIPES / "imagenette64_titok.yaml", overrides, mode="single_stage")
 
@@ -98,7 +109,7 @@ def control_recipe(run: Run, steps: int) -> Recipe:
         f"training.max_train_steps={steps}",
         "lr_scheduler.warmup_steps=300",
         "lr_scheduler.end_lr=1.0e-5",
-        f"experiment.output_dir={run.path(CONTROL)}",
+        f"experiment.output_dir={run.path(CONTROL.folder)}",
         "experiment.save_every=250",
         "experiment.keep_last=40",
         "experiment.log_every=50",
@@ -114,63 +125,74 @@ def write_report(run: Run) -> Path:
     probe = json.loads((results / "probe.json").read_text())
     gen = json.loads((results / "generation.json").read_text())["1d"]
     stages = run.state["stages"]
-    steps = {
-        TOKENIZER: tokenizer_recipe(run).training.max_train_steps,
-        CONTROL: stages[CONTROL]["control_steps"],
-    }
-    batch = run.budget.batch_size
-    net = next(k for k in recon[TOKENIZER] if k.startswith("rFID"))[len("rFID[") : -1]
-    md = [
-        "# The built-in imagenette64 models",
-        "",
+    intro = (
         f"Data `{run.data}` (Imagenette train split, {run.budget.holdout} images held out with seed 0, 64x64). "
-        f"torch {torch.__version__}. Reproduce with `python -m titok.reproduce.builtin -o RUN`.",
-        "",
-        "| stage | wall time | threads |",
-        "|---|---:|---:|",
-        *[f"| {name} | {v['seconds'] / 60:.1f} min | {v.get('threads', '')} |" for name, v in stages.items()],
-        "",
-        f"## Reconstruction and probing ({int(recon[TOKENIZER]['num_images'])} held-out images)",
-        "",
-        f"| tokenizer | tokens | training images | PSNR | SSIM | rFID[{net}] | codes used | perplexity "
-        "| probe top-1 (mean) | probe top-1 (concat) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, tokens in ((TOKENIZER, 32), (CONTROL, 64)):
-        r, p = recon[name], probe[name]
-        md.append(
-            f"| {name} | {tokens} | {steps[name] * batch} | {r['PSNR']:.2f} | {r['SSIM']:.3f} "
-            f"| {r[f'rFID[{net}]']:.1f} | {r['codebook_used']:.0%} | {r['codebook_perplexity']:.0f} "
-            f"| {p['top1_mean']:.3f} | {p['top1_concat']:.3f} |"
-        )
-    md += [
-        "",
-        "Originals, then the TiTok's and the VQGAN's reconstructions:",
-        "",
-        "![originals](results/originals.png)",
-        f"![{TOKENIZER}](results/reconstructions-{TOKENIZER}.png)",
-        f"![{CONTROL}](results/reconstructions-{CONTROL}.png)",
-        "",
-        "## Generation (MaskGIT on the TiTok's 32 tokens)",
-        "",
-        f"{int(gen['num_images'])} class-balanced samples: gFID[{net}] {gen[f'gFID[{net}]']:.1f}, "
-        f"IS[{net}] {gen[f'IS[{net}]']:.2f}; the classifier assigns {gen['class_agreement']:.0%} of them to the "
-        f"requested class (chance 10%; real held-out images: {gen['class_agreement_real_heldout']:.0%}). "
-        f"{gen['images_per_second']:.0f} images/s (batch {int(gen['batch_size'])}, tokens and pixels)."
-        + (f" Sampling: {sampling_text(gen['sampling'])}." if gen.get("sampling") else ""),
-        "",
-        "![samples, one row per class](results/samples-1d.png)",
+        f"torch {torch.__version__}. Reproduce with `python -m titok.reproduce.builtin -o RUN`."
+    )
+    timing = [[name, f"{v['seconds'] / 60:.1f} min", v.get("threads", "")] for name, v in stages.items()]
+    net = feature_network(find_key(recon[TOKENIZER.name], "rFID"))
+    lines = [
+        *section(
+            "The built-in imagenette64 models",
+            intro,
+            table(["stage", "wall time", "threads"], timing, "lrr"),
+            level=1,
+        ),
+        *section(
+            f"Reconstruction and probing ({int(recon[TOKENIZER.name]['num_images'])} held-out images)",
+            _tokenizer_table(run, recon, probe, net),
+            "Originals, then the TiTok's and the VQGAN's reconstructions:",
+            "\n".join(
+                [
+                    image("originals", "results/originals.png"),
+                    *[image(t.name, f"results/reconstructions-{t.name}.png") for t in (TOKENIZER, CONTROL)],
+                ]
+            ),
+        ),
+        *section(
+            f"Generation (MaskGIT on the TiTok's {TOKENIZER.num_tokens} tokens)",
+            f"{int(gen['num_images'])} class-balanced samples: gFID[{net}] {gen[f'gFID[{net}]']:.1f}, "
+            f"IS[{net}] {gen[f'IS[{net}]']:.2f}; the classifier assigns {gen['class_agreement']:.0%} of them to the "
+            f"requested class (chance 10%; real held-out images: {gen['class_agreement_real_heldout']:.0%}). "
+            f"{gen['images_per_second']:.0f} images/s (batch {int(gen['batch_size'])}, tokens and pixels)."
+            + (f" Sampling: {sampling_text(gen['sampling'])}." if gen.get("sampling") else ""),
+            image("samples, one row per class", "results/samples-1d.png"),
+        ),
     ]
     if (results / "curves.png").is_file():
-        md += [
-            "",
-            "## Training curves (held-out PSNR and codes used at each checkpoint)",
-            "",
-            "![curves](results/curves.png)",
-        ]
-    path = run.path("report.md")
-    path.write_text("\n".join(md) + "\n")
-    return path
+        lines += section(
+            "Training curves (held-out PSNR and codes used at each checkpoint)",
+            image("curves", "results/curves.png"),
+        )
+    return write_markdown(run.path("report.md"), lines)
+
+
+def _tokenizer_table(run: Run, recon: dict, probe: dict, net: str) -> str:
+    """Both tokenizers: tokens, training images, held-out reconstruction, codebook use, probes."""
+    steps = {
+        TOKENIZER: tokenizer_recipe(run).training.max_train_steps,
+        CONTROL: run.state["stages"][CONTROL.name]["control_steps"],
+    }
+    header = [
+        "tokenizer",
+        "tokens",
+        "training images",
+        "PSNR",
+        "SSIM",
+        f"rFID[{net}]",
+        "codes used",
+        "perplexity",
+    ]
+    header += ["probe top-1 (mean)", "probe top-1 (concat)"]
+    rows = []
+    for t in (TOKENIZER, CONTROL):
+        r, p = recon[t.name], probe[t.name]
+        rows.append(
+            [t.name, t.num_tokens, steps[t] * run.budget.batch_size, f"{r['PSNR']:.2f}", f"{r['SSIM']:.3f}"]
+            + [f"{r[f'rFID[{net}]']:.1f}", f"{r['codebook_used']:.0%}", f"{r['codebook_perplexity']:.0f}"]
+            + [f"{p['top1_mean']:.3f}", f"{p['top1_concat']:.3f}"]
+        )
+    return table(header, rows, "l" + "r" * (len(header) - 1))
 
 
 def run_builtin(
@@ -191,8 +213,11 @@ def run_builtin(
     run = Run(Path(output), budget, data or default_data())
     todo = {
         "classifier": lambda: stage_classifier(run),
-        TOKENIZER: lambda: _train(tokenizer_recipe(run)),
-        CONTROL: lambda: {**_train(control_recipe(run, control_steps)), "control_steps": control_steps},
+        TOKENIZER.name: lambda: train_stage(tokenizer_recipe(run)),
+        CONTROL.name: lambda: {
+            **train_stage(control_recipe(run, control_steps)),
+            "control_steps": control_steps,
+        },
         "eval-reconstruction": lambda: stage_eval_reconstruction(run, (TOKENIZER, CONTROL)),
         "eval-probe": lambda: stage_eval_probe(run, (TOKENIZER, CONTROL)),
         "tokens-1d": lambda: stage_tokens(run, "1d", TOKENIZER),

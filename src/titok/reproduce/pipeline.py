@@ -34,7 +34,7 @@ import torch
 
 from titok.class_names import IMAGENETTE_CLASSES
 from titok.errors import ConfigError
-from titok.reproduce.budget import IMAGE_SIZE, Budget, token_count
+from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.parallel import Job
 from titok.reproduce.recipes import (
     generator_recipe,
@@ -43,7 +43,9 @@ from titok.reproduce.recipes import (
     stage2_recipe,
     vqgan_recipe,
 )
+from titok.reproduce.render import find_key, save_grid
 from titok.reproduce.run_folder import Run, default_data
+from titok.reproduce.stages import GENERATOR_2D, TEACHER, TokenizerKind, TokenizerStage
 from titok.training.config import Recipe
 
 if TYPE_CHECKING:
@@ -52,8 +54,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("titok.reproduce")
 
 
-def _train(recipe: Recipe, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``recipe`` into its output folder, resuming from the folder's last checkpoint if any.
+def train_stage(recipe: Recipe, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``recipe`` into its output folder, resuming from the folder's last checkpoint if any:
+    the body of every training stage (picklable with ``functools.partial``, for the workers).
 
     Returns the steps, the step it started from (0, or the checkpoint it resumed), skipped samples
     and ``extra`` (for the stage's record).
@@ -72,6 +75,7 @@ def _train(recipe: Recipe, extra: dict[str, Any] | None = None) -> dict[str, Any
 
 
 def stage_classifier(run: Run) -> dict[str, Any]:
+    """Train the feature network of the FID-like figures (and judge of class agreement)."""
     return _classifier_job(run.budget, run.data, run.path("classifier"))
 
 
@@ -93,37 +97,36 @@ def _classifier_job(b: Budget, data: str, output: Path) -> dict[str, Any]:
     return {"val_top1": result.val_top1}
 
 
-def choose_generator_tokenizer(recon: dict[str, dict[str, float]]) -> str:
-    """The 1D tokenizer of the generator: the lowest rFID[net] among K = 16 and 32 (any K if none)."""
-    scored = []
-    for name, metrics in recon.items():
-        if not name.startswith("titok-"):
-            continue
-        rfid = next(v for key, v in metrics.items() if key.startswith("rFID"))
-        scored.append((rfid, token_count(name), name))
+def choose_generator_tokenizer(recon: dict[str, dict[str, float]]) -> TokenizerStage:
+    """The 1D tokenizer of the generator: the lowest rFID[net] among K = 16 and 32 (any K if none).
+
+    ``recon``: reconstruction metrics by tokenizer name (``results/reconstruction.json``).
+    """
+    scored = [
+        (metrics[find_key(metrics, "rFID")], tokenizer)
+        for name, metrics in recon.items()
+        if not (tokenizer := TokenizerStage.from_name(name)).is_2d
+    ]
     if not scored:
         raise ConfigError("no TiTok tokenizer was measured")
-    preferred = [s for s in scored if s[1] in (16, 32)] or scored
-    return min(preferred)[2]
+    preferred = [s for s in scored if s[1].num_tokens in (16, 32)] or scored
+    return min(preferred, key=lambda s: (s[0], s[1].num_tokens, s[1].name))[1]
 
 
-def stage_eval_reconstruction(run: Run, names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Reconstruction metrics and grids of tokenizers ``names`` (default: every one of the run)."""
-    from titok.reproduce.report import save_grid
-
-    names = list(names or run.tokenizer_names())
+def stage_eval_reconstruction(run: Run, tokenizers: Sequence[TokenizerStage] | None = None) -> dict[str, Any]:
+    """Reconstruction metrics and grids of ``tokenizers`` (default: every one of the run)."""
+    tokenizers = list(tokenizers or run.tokenizers())
     net = run.feature_network()
     val = run.val_split(run.budget.eval_images)
     reference = _reference(run, net)
     results = {}
-    for name in names:
-        tok = run.load_tokenizer(name)
-        metrics, originals, recs = _reconstruct(run, tok, val, net, reference)
-        results[name] = metrics
-        if name == names[0]:
+    for tokenizer in tokenizers:
+        metrics, originals, recs = _reconstruct(run, run.load_tokenizer(tokenizer), val, net, reference)
+        results[tokenizer.name] = metrics
+        if tokenizer == tokenizers[0]:
             save_grid(originals, run.path("results", "originals.png"))
-        save_grid(recs, run.path("results", f"reconstructions-{name}.png"))
-        run.echo(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        save_grid(recs, run.path("results", f"reconstructions-{tokenizer.name}.png"))
+        run.echo(f"  {tokenizer.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     run.write_json("reconstruction.json", results)
     return {}
 
@@ -140,36 +143,41 @@ def _reconstruct(run: Run, tok, val, net, reference):
     return reconstruction_metrics(tok, val, net, reference, IMAGE_SIZE, keep=run.budget.grid_images)
 
 
-def stage_eval_probe(run: Run, names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Linear probes of tokenizers ``names`` (default: every one of the run)."""
+def stage_eval_probe(run: Run, tokenizers: Sequence[TokenizerStage] | None = None) -> dict[str, Any]:
+    """Linear probes of ``tokenizers`` (default: every one of the run)."""
     from titok.reproduce.measure import probe_metrics
 
     train = run.train_split(run.budget.probe_train_images)
     val = run.val_split(run.budget.eval_images)
     results = {}
-    for name in names or run.tokenizer_names():
-        results[name] = probe_metrics(
-            run.load_tokenizer(name), train, val, IMAGE_SIZE, len(IMAGENETTE_CLASSES)
-        )
+    for tokenizer in tokenizers or run.tokenizers():
+        probe = probe_metrics(run.load_tokenizer(tokenizer), train, val, IMAGE_SIZE, len(IMAGENETTE_CLASSES))
+        results[tokenizer.name] = probe
         run.echo(
-            f"  {name}: top-1 mean {results[name]['top1_mean']:.3f}, concat {results[name]['top1_concat']:.3f}"
+            f"  {tokenizer.name}: top-1 mean {probe['top1_mean']:.3f}, concat {probe['top1_concat']:.3f}"
         )
     run.write_json("probe.json", results)
     return {}
 
 
-def generator_tokenizer(run: Run) -> str:
-    return choose_generator_tokenizer(run.read_json("reconstruction.json"))
+def generator_tokenizer(run: Run) -> TokenizerStage:
+    """The run's 1D tokenizer for the generator, chosen by its measured reconstruction."""
+    return run.tokenizer(choose_generator_tokenizer(run.read_json("reconstruction.json")).name)
 
 
-def stage_tokens(run: Run, which: str, name: str | None = None) -> dict[str, Any]:
-    """Pretokenize the train split with ``name`` (default: the chosen 1D tokenizer, or vqgan-f16)."""
+def recorded_tokenizer(run: Run, which: str) -> TokenizerStage:
+    """The tokenizer that stage ``tokens-{which}`` pretokenized with (recorded in ``state.json``)."""
+    return run.tokenizer(run.state["stages"][f"tokens-{which}"]["tokenizer"])
+
+
+def stage_tokens(run: Run, which: str, tokenizer: TokenizerStage | None = None) -> dict[str, Any]:
+    """Pretokenize the train split with ``tokenizer`` (default: the chosen 1D tokenizer, or the
+    f=16 VQGAN)."""
     from titok.data import DataConfig
     from titok.pretokenize import pretokenize
 
-    if name is None:
-        name = generator_tokenizer(run) if which == "1d" else "vqgan-f16"
-    tok = run.load_tokenizer(name)
+    if tokenizer is None:
+        tokenizer = generator_tokenizer(run) if which == "1d" else GENERATOR_2D
     data = DataConfig(
         path=run.data,
         image_size=IMAGE_SIZE,
@@ -180,21 +188,22 @@ def stage_tokens(run: Run, which: str, name: str | None = None) -> dict[str, Any
         max_samples=run.budget.max_train_images,
         require_labels=True,
     )
-    pretokenize(tok, data, run.path(f"tokens-{which}"), str(run.tokenizer_dir(name)), shard_size=5000)
-    return {"tokenizer": name}
+    export = str(tokenizer.export_dir(run.output))
+    pretokenize(run.load_tokenizer(tokenizer), data, run.path(f"tokens-{which}"), export, shard_size=5000)
+    return {"tokenizer": tokenizer.name}
 
 
 def stage_generator(run: Run, which: str) -> Job:
     """The training job of generator ``which`` (picklable), on the tokens of stage ``tokens-{which}``."""
-    tokenizer = run.state["stages"][f"tokens-{which}"]["tokenizer"]
+    tokenizer = recorded_tokenizer(run, which)
     recipe = generator_recipe(
         run.budget,
         run.path(f"tokens-{which}"),
         run.path(f"generator-{which}"),
-        str(run.tokenizer_dir(tokenizer)) if which == "1d" else None,
+        None if tokenizer.is_2d else str(tokenizer.export_dir(run.output)),
         len(IMAGENETTE_CLASSES),
     )
-    return partial(_train, recipe, {"tokenizer": tokenizer})
+    return partial(train_stage, recipe, {"tokenizer": tokenizer.name})
 
 
 def stage_eval_generation(run: Run, generators: Sequence[str] = ("1d", "2d")) -> dict[str, Any]:
@@ -219,15 +228,14 @@ def measure_generator(
     """gFID, IS, class agreement and speed of generator ``which``; its samples as a grid, a row per class."""
     from titok.models.generator import Generator
     from titok.reproduce.measure import generation_metrics_for, generation_speed
-    from titok.reproduce.report import save_grid
 
     b, classes = run.budget, len(IMAGENETTE_CLASSES)
-    tokenizer_name = run.state["stages"][f"tokens-{which}"]["tokenizer"]
-    tok = run.load_tokenizer(tokenizer_name)
+    tokenizer = recorded_tokenizer(run, which)
+    tok = run.load_tokenizer(tokenizer)
     gen = Generator.from_pretrained(run.path(f"generator-{which}", "export")).eval()
     metrics, images = generation_metrics_for(gen, tok, net, reference, b.generated_images, classes)
     results = {
-        "tokenizer": tokenizer_name,
+        "tokenizer": tokenizer.name,
         "num_tokens": tok.num_tokens,
         **metrics,
         "class_agreement_real_heldout": real_agreement,
@@ -243,6 +251,7 @@ def measure_generator(
 
 
 def stage_report(run: Run) -> dict[str, Any]:
+    """Write ``report.md`` (:mod:`titok.reproduce.report`)."""
     from titok.reproduce.report import write_report
 
     write_report(run)
@@ -270,10 +279,10 @@ def reproduce_imagenette64(
         run.redo(redo)
     start = time.perf_counter()
     try:
-        _all_stages(run, budget, workers)
+        _all_stages(run, workers)
     finally:  # the run's wall time, summed over calls (stages in workers overlap)
         run.state["wall_seconds"] = run.state.get("wall_seconds", 0.0) + time.perf_counter() - start
-        run._save()
+        run.save()
     # The report is rewritten on every call (it is cheap and reflects the latest state).
     start = time.perf_counter()
     stage_report(run)
@@ -281,32 +290,30 @@ def reproduce_imagenette64(
     return run.path("report.md")
 
 
-def _all_stages(run: Run, budget: Budget, workers: int) -> None:
-    centering = run.latent_centering
-    b, data = budget, run.data
+def _all_stages(run: Run, workers: int) -> None:
+    """Every stage of the module docstring in order, skipping those done."""
+    b, data = run.budget, run.data
+    catalog = run.tokenizers()
+    singles = [t for t in catalog if t.kind is TokenizerKind.TITOK_SINGLE_STAGE]
     independent: list[tuple[str, Job]] = [
         # the longest first, so that the workers finish together
+        *[(t.folder, _training_job(run, t)) for t in catalog if t.is_2d],
         *[
-            (f"vqgan-f{f}", partial(_train, vqgan_recipe(b, data, f, run.path(f"vqgan-f{f}"))))
-            for f in (8, 16)
-        ],
-        *[
-            (
-                f"titok-k{k}-single",
-                partial(_train, single_stage_recipe(b, data, k, run.path(f"titok-k{k}-single"))),
-            )
-            for k in sorted(b.token_counts, reverse=True)
+            (t.folder, _training_job(run, t))
+            for t in sorted(singles, key=lambda t: t.num_tokens, reverse=True)
         ],
         ("classifier", partial(_classifier_job, b, data, run.path("classifier"))),
     ]
     run.stages(independent, workers)
-    teacher = run.path("vqgan-f8", "export")
-    for k in b.two_stage_token_counts:
-        s1, s2 = run.path(f"titok-k{k}-stage1"), run.path(f"titok-k{k}-stage2")
-        run.stage(f"titok-k{k}-stage1", partial(_train, stage1_recipe(b, data, k, teacher, s1, centering)))
+    teacher = TEACHER.export_dir(run.output)
+    for t in catalog:
+        if t.stage1_folder is None:  # not a two-stage TiTok
+            continue
+        s1, s2 = run.path(t.stage1_folder), run.path(t.folder)
+        recipe = stage1_recipe(b, data, t.num_tokens, teacher, s1, run.latent_centering)
+        run.stage(t.stage1_folder, partial(train_stage, recipe))
         run.stage(
-            f"titok-k{k}-stage2",
-            lambda s1=s1, s2=s2: _train(stage2_recipe(b, data, s1 / "export", teacher, s2)),
+            t.folder, lambda s1=s1, s2=s2: train_stage(stage2_recipe(b, data, s1 / "export", teacher, s2))
         )
     run.stage("eval-reconstruction", lambda: stage_eval_reconstruction(run))
     run.stage("eval-probe", lambda: stage_eval_probe(run))
@@ -314,3 +321,11 @@ def _all_stages(run: Run, budget: Budget, workers: int) -> None:
         run.stage(f"tokens-{which}", lambda which=which: stage_tokens(run, which))
     run.stages([(f"generator-{w}", stage_generator(run, w)) for w in ("1d", "2d")], workers)
     run.stage("eval-generation", lambda: stage_eval_generation(run))
+
+
+def _training_job(run: Run, tokenizer: TokenizerStage) -> Job:
+    """The picklable training job of a one-stage tokenizer: a VQGAN or a single-stage TiTok."""
+    b, data, output = run.budget, run.data, run.path(tokenizer.folder)
+    if tokenizer.factor is not None:
+        return partial(train_stage, vqgan_recipe(b, data, tokenizer.factor, output))
+    return partial(train_stage, single_stage_recipe(b, data, tokenizer.num_tokens, output))

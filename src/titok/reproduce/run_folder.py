@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from titok.errors import ConfigError
-from titok.evaluation.reconstruction import DataSplit
-from titok.reproduce.budget import IMAGE_SIZE, Budget, training_folder
+from titok.evaluation.reconstruction import DataSplit, Tokenizer
+from titok.reproduce.budget import Budget
 from titok.reproduce.parallel import Job, run_parallel
+from titok.reproduce.stages import TokenizerStage, find_tokenizer, tokenizer_catalog
 
 logger = logging.getLogger("titok.reproduce")
 
@@ -29,11 +30,6 @@ def default_data() -> str:
     if env:
         return env
     return str(Path(__file__).resolve().parents[3].parent / "shared" / "data" / "imagenette")
-
-
-def tokenizer_export(run_dir: Path, name: str) -> Path:
-    """Export folder of tokenizer ``name`` in a run folder (a two-stage TiTok's is its stage 2's)."""
-    return run_dir / training_folder(name) / "export"
 
 
 @dataclass
@@ -77,7 +73,7 @@ class Run:
                 )
             if recorded != current:  # fields added since: record them
                 self.state["budget"] = current
-                self._save()
+                self.save()
             variant = self.state.get("latent_centering", False)
             if variant != self.latent_centering:
                 raise ConfigError(
@@ -91,10 +87,11 @@ class Run:
                 "latent_centering": self.latent_centering,
                 "stages": {},
             }
-            self._save()
+            self.save()
 
     # ------------------------------------------------------------------ bookkeeping
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Write ``state.json`` (atomically: a crash leaves the old or the new file)."""
         tmp = self.state_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.state, indent=2) + "\n")
         os.replace(tmp, self.state_path)
@@ -110,7 +107,7 @@ class Run:
             folder = self.path(name)
             if folder.is_dir():
                 shutil.rmtree(folder)
-        self._save()
+        self.save()
 
     def done(self, stage: str) -> bool:
         return self.state["stages"].get(stage, {}).get("done", False)
@@ -129,7 +126,7 @@ class Run:
             entry.update(
                 seconds=entry["seconds"] + time.perf_counter() - start, threads=torch.get_num_threads()
             )
-            self._save()
+            self.save()
             raise
         self.record(name, extra, time.perf_counter() - start, torch.get_num_threads())
 
@@ -138,7 +135,7 @@ class Run:
         entry = self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
         entry["seconds"] += seconds
         entry.update(threads=threads, done=True, **extra)
-        self._save()
+        self.save()
         self.echo(f"[done] {name} in {entry['seconds']:.0f} s")
 
     def stages(self, jobs: Sequence[tuple[str, Job]], workers: int = 1) -> None:
@@ -160,7 +157,7 @@ class Run:
         for name, _ in todo:
             self.echo(f"[run ] {name} (worker process)")
             self.state["stages"].setdefault(name, {"seconds": 0.0, "done": False})
-        self._save()
+        self.save()
         run_parallel(todo, min(workers, len(todo)), self.record)
 
     def path(self, *parts: str) -> Path:
@@ -185,31 +182,21 @@ class Run:
         return DataSplit(self.data, "train", self.budget.holdout, 0, max_images or limit)
 
     # ------------------------------------------------------------------ tokenizers
-    def tokenizer_names(self) -> list[str]:
-        """2D VQGANs, two-stage TiTok ``titok-k{K}``, single-stage TiTok ``titok-k{K}-single``."""
-        b = self.budget
-        return [
-            "vqgan-f8",
-            "vqgan-f16",
-            *[f"titok-k{k}" for k in b.two_stage_token_counts],
-            *[f"titok-k{k}-single" for k in b.token_counts],
-        ]
+    def tokenizers(self) -> tuple[TokenizerStage, ...]:
+        """Every tokenizer of the run's budget, in pipeline order (:func:`tokenizer_catalog`)."""
+        return tokenizer_catalog(self.budget)
 
-    def tokenizer_dir(self, name: str) -> Path:
-        return tokenizer_export(self.output, name)
+    def tokenizer(self, name: str) -> TokenizerStage:
+        """The run's tokenizer recorded as ``name`` (in ``state.json`` or a results file)."""
+        return find_tokenizer(self.tokenizers(), name)
 
-    def load_tokenizer(self, name: str):
-        from titok.models.grid_tokenizer import GridTokenizer
-        from titok.models.titok import TiTok
-
-        if name.startswith("vqgan"):
-            return GridTokenizer.from_pretrained(self.tokenizer_dir(name), IMAGE_SIZE).eval()
-        return TiTok.from_pretrained(self.tokenizer_dir(name)).eval()
+    def load_tokenizer(self, tokenizer: TokenizerStage | str) -> Tokenizer:
+        """A trained tokenizer of the run (or the one recorded as that name), in eval mode."""
+        if isinstance(tokenizer, str):
+            tokenizer = self.tokenizer(tokenizer)
+        return tokenizer.load(self.output)
 
     def feature_network(self):
         from titok.models.classifier import load_classifier
 
         return load_classifier(self.path("classifier")).eval()
-
-
-# ---------------------------------------------------------------------------------- stages

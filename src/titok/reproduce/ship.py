@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from titok.reproduce.stages import TokenizerStage
+
 NAME = "imagenette64"
 
 
@@ -54,7 +56,6 @@ def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     """Copy the run's default tokenizer and 1D generator into ``dest`` (the package assets folder)."""
     from titok.models.generator import Generator
     from titok.models.titok import TiTok
-    from titok.reproduce.run_folder import tokenizer_export
 
     run = Path(run_dir)
     state = json.loads((run / "state.json").read_text())
@@ -62,7 +63,7 @@ def ship_models(run_dir: str | Path, dest: str | Path) -> list[Path]:
     recon = json.loads((run / "results" / "reconstruction.json").read_text())[tokenizer_name]
     dest = Path(dest)
     tok_dir, gen_dir = dest / "models" / NAME, dest / "generators" / NAME
-    tokenizer = TiTok.from_pretrained(tokenizer_export(run, tokenizer_name))
+    tokenizer = TiTok.from_pretrained(TokenizerStage.from_name(tokenizer_name).export_dir(run))
     tokenizer.save_pretrained(tok_dir)
     generator = Generator.from_pretrained(run / "generator-1d" / "export")
     generator.config.tokenizer = NAME
