@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from titok.errors import ConfigError
 from titok.models.generator import Generator
 from titok.models.titok import TiTok
 from titok.reproduce import get_budget
@@ -18,6 +19,7 @@ from titok.reproduce.builtin import (
     CONTROL,
     STAGES,
     TOKENIZER,
+    main,
     run_builtin,
     tokenizer_recipe,
     write_report,
@@ -98,3 +100,13 @@ def test_the_builtin_run_is_a_single_stage_titok_and_the_f8_vqgan() -> None:
     assert (TOKENIZER.name, TOKENIZER.num_tokens, TOKENIZER.is_2d) == ("titok-k32-single", 32, False)
     assert (CONTROL.name, CONTROL.num_tokens, CONTROL.is_2d) == ("vqgan-f8", 64, True)
     assert STAGES[1:3] == (TOKENIZER.name, CONTROL.name)
+
+
+def test_unknown_stages_are_a_config_error_and_a_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    message = "unknown stage(s) nonsense; known: classifier, titok-k32-single"
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_builtin(tmp_path / "run", "data", stages=["classifier", "nonsense"])
+    assert main(["-o", str(tmp_path / "run"), "--stages", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

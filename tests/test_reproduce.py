@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 
-from titok.errors import ConfigError
+from titok.errors import ConfigError, DataError
 from titok.reproduce import BUDGETS, get_budget, reproduce_imagenette64
 from titok.reproduce.parallel import run_parallel, threads_per_worker
 from titok.reproduce.pipeline import choose_generator_tokenizer
 from titok.reproduce.render import sampling_text
-from titok.reproduce.run_folder import Run
+from titok.reproduce.run_folder import Run, default_data
 from titok.reproduce.stages import TokenizerKind, TokenizerStage, tokenizer_catalog
 
 SECTIONS = (
@@ -293,6 +293,35 @@ def test_the_tiny_run_exports_every_tokenizer_of_its_catalog(tiny_run: Path) -> 
         assert all(state["stages"][stage]["done"] for stage in tokenizer.training_stages)
     recon = json.loads((tiny_run / "results" / "reconstruction.json").read_text())
     assert list(recon) == [t.name for t in catalog]
+
+
+def test_default_data_is_titok_data_then_shared_beside_the_working_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TITOK_DATA", str(tmp_path / "elsewhere"))
+    assert default_data() == str(tmp_path / "elsewhere")
+    shards = tmp_path / "shared" / "data" / "imagenette"
+    shards.mkdir(parents=True)
+    (tmp_path / "titok").mkdir()
+    monkeypatch.chdir(tmp_path / "titok")
+    monkeypatch.setenv("TITOK_DATA", "")  # empty counts as unset, like ${TITOK_DATA:-...}
+    assert default_data() == str(shards)
+    monkeypatch.delenv("TITOK_DATA")
+    assert default_data() == str(shards)
+    shards.rmdir()
+    with pytest.raises(DataError, match=r"set \$TITOK_DATA or pass --data"):
+        default_data()
+
+
+def test_reproduce_without_data_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    from titok.cli import main
+
+    monkeypatch.delenv("TITOK_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code = main(["reproduce", "imagenette64", "-o", str(tmp_path / "run"), "--budget", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "set $TITOK_DATA or pass --data" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_budget_is_refused() -> None:

@@ -24,7 +24,11 @@ def reproduce(
     ] = "default",
     data: Annotated[
         str | None,
-        typer.Option("--data", "-d", help="Imagenette train shards (default: ../shared/data/imagenette)."),
+        typer.Option(
+            "--data",
+            "-d",
+            help="Imagenette train shards (default: $TITOK_DATA, else ../shared/data/imagenette).",
+        ),
     ] = None,
     redo: Annotated[
         list[str] | None,

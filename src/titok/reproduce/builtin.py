@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
+from titok.errors import ConfigError, TitokError
 from titok.reproduce.budget import IMAGE_SIZE, Budget
 from titok.reproduce.pipeline import (
     stage_classifier,
@@ -206,10 +208,13 @@ def run_builtin(
 
     ``budget`` is :data:`BUILTIN` for the shipped models; a smaller one runs the same stages in
     miniature (the test suite's check of this pipeline).
+
+    Raises:
+        ConfigError: ``stages`` names a stage this run does not have.
     """
     unknown = sorted(set(stages or ()) - set(STAGES))
     if unknown:
-        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
     run = Run(Path(output), budget, data or default_data())
     todo = {
         "classifier": lambda: stage_classifier(run),
@@ -230,17 +235,32 @@ def run_builtin(
     return run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m titok.reproduce.builtin``; returns the exit code (2 with a one-line error for a
+    user error, like the ``titok`` command)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-o", "--output", required=True, type=Path)
-    parser.add_argument("--data", default=None, help="Imagenette shards (default: ../shared or $TITOK_DATA)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="Imagenette shards (default: $TITOK_DATA, else ../shared/data/imagenette)",
+    )
     parser.add_argument("--stages", nargs="*", default=None, help=f"some of: {' '.join(STAGES)}")
     parser.add_argument("--control-steps", type=int, default=2000)
     parser.add_argument("--report", action="store_true", help="write report.md once every stage is done")
     parser.add_argument("--ship", type=Path, default=None, help="copy the models to this assets folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        _main(args)
+    except TitokError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _main(args: argparse.Namespace) -> None:
     run = run_builtin(args.output, args.data, args.stages, args.control_steps)
     print(json.dumps({k: v.get("seconds") for k, v in run.state["stages"].items()}, indent=2))
     if args.report:
@@ -253,4 +273,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from titok.errors import ConfigError
+from titok.errors import ConfigError, DataError
 from titok.evaluation.reconstruction import DataSplit, Tokenizer
 from titok.reproduce.budget import Budget
 from titok.reproduce.parallel import Job, run_parallel
@@ -23,13 +23,26 @@ from titok.reproduce.stages import TokenizerStage, find_tokenizer, tokenizer_cat
 
 logger = logging.getLogger("titok.reproduce")
 
+#: The shared Imagenette shards, relative to the folder a command runs in (the repository root
+#: of a checkout with ``shared/`` beside it): the packaged recipes' default as well
+#: (``${TITOK_DATA:-../shared/data/imagenette}``).
+SHARED_DATA = Path("..", "shared", "data", "imagenette")
+
 
 def default_data() -> str:
-    """The shared Imagenette shards beside the project (or ``$TITOK_DATA``)."""
+    """The training shards when no ``--data`` is given: ``$TITOK_DATA`` if set, else
+    :data:`SHARED_DATA` if it exists (as an absolute path, recorded in ``state.json``).
+
+    Raises:
+        DataError: neither is there.
+    """
     env = os.environ.get("TITOK_DATA")
     if env:
         return env
-    return str(Path(__file__).resolve().parents[3].parent / "shared" / "data" / "imagenette")
+    shared = os.path.abspath(SHARED_DATA)
+    if Path(shared).is_dir():
+        return shared
+    raise DataError(f"no Imagenette shards at {shared}: set $TITOK_DATA or pass --data")
 
 
 @dataclass
