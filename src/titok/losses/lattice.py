@@ -27,6 +27,14 @@ import torch
 from titok.metrics.pattern import highpass, lag_excess
 
 
+def _check_pair(reconstructions: torch.Tensor, inputs: torch.Tensor, min_side: int) -> None:
+    """Both (B, C, H, W) of one shape, with sides of at least ``min_side`` pixels."""
+    if reconstructions.shape != inputs.shape:
+        raise ValueError(f"shapes differ: {list(reconstructions.shape)} vs {list(inputs.shape)}")
+    if min(inputs.shape[-2:]) < min_side:
+        raise ValueError(f"images {list(inputs.shape[-2:])} are too small: sides of {min_side} needed")
+
+
 def lattice_penalty(reconstructions: torch.Tensor, inputs: torch.Tensor, patch: int) -> torch.Tensor:
     """Lattice penalty of a batch, a scalar >= 0: the mean over images of the squared excess
     lag-``patch`` covariance of the reconstruction's high-pass residual over the original's
@@ -37,10 +45,7 @@ def lattice_penalty(reconstructions: torch.Tensor, inputs: torch.Tensor, patch: 
         inputs: (B, C, H, W) the originals.
         patch: the decoder's patch side.
     """
-    if reconstructions.shape != inputs.shape:
-        raise ValueError(f"shapes differ: {list(reconstructions.shape)} vs {list(inputs.shape)}")
-    if min(inputs.shape[-2:]) <= patch + 1:
-        raise ValueError(f"images {list(inputs.shape[-2:])} are too small for patch {patch}")
+    _check_pair(reconstructions, inputs, patch + 2)
     excess = lag_excess(highpass(reconstructions), patch)  # (B,)
     energy = highpass(inputs).square().mean(dim=(1, 2, 3)).detach().clamp_min(1e-12)
     return (excess / energy).square().mean()
@@ -72,10 +77,7 @@ def seam_penalty(reconstructions: torch.Tensor, inputs: torch.Tensor, patch: int
         inputs: (B, C, H, W) the originals.
         patch: the decoder's patch side.
     """
-    if reconstructions.shape != inputs.shape:
-        raise ValueError(f"shapes differ: {list(reconstructions.shape)} vs {list(inputs.shape)}")
-    if min(inputs.shape[-2:]) <= patch:
-        raise ValueError(f"images {list(inputs.shape[-2:])} are too small for patch {patch}")
+    _check_pair(reconstructions, inputs, patch + 1)
     target = _seam_ratio(inputs.detach(), patch)
     return torch.relu(_seam_ratio(reconstructions, patch) - target).square().mean()
 
