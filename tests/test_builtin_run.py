@@ -17,8 +17,11 @@ from titok.reproduce import get_budget
 from titok.reproduce.builtin import (
     BUILTIN,
     CONTROL,
+    FINETUNED,
+    GENERATION_FINETUNED,
     STAGES,
     TOKENIZER,
+    finetune_recipe,
     main,
     run_builtin,
     tokenizer_recipe,
@@ -51,9 +54,15 @@ def test_every_stage_runs_and_the_report_names_both_tokenizers(builtin_run: Path
         config["num_latent_tokens"] == 32 and config["latent_centering"] and config["dead_code_threshold"] > 0
     )
     report = (write_report(run_builtin(builtin_run, str(imagenette), budget=TINY))).read_text()
-    for tokenizer in (TOKENIZER, CONTROL):
+    for tokenizer in (TOKENIZER, FINETUNED, CONTROL):
         assert f"| {tokenizer.name} | " in report
-    assert f"| {TOKENIZER.name} | 32 | {TINY.tokenizer_steps * TINY.batch_size} |" in report
+        assert f"| {tokenizer.name} ({tokenizer.label}) | " in report  # the fine-tuning table
+    images = TINY.tokenizer_steps * TINY.batch_size
+    assert f"| {TOKENIZER.name} | 32 | {images} |" in report
+    assert f"| {FINETUNED.name} | 32 | {images} + {TINY.finetune_steps * TINY.batch_size} |" in report
+    assert "## Decoder fine-tuning (the paper's Table 3a in miniature)" in report
+    assert f"results/samples-{GENERATION_FINETUNED}.png" in report
+    assert (builtin_run / "results" / f"samples-{GENERATION_FINETUNED}.png").is_file()
     assert f"({TINY.eval_images} held-out images)" in report
     assert "requested class" in report
 
@@ -99,14 +108,60 @@ def test_the_builtin_budget_keeps_the_recipe_steps(tmp_path: Path, imagenette) -
 def test_the_builtin_run_is_a_single_stage_titok_and_the_f8_vqgan() -> None:
     assert (TOKENIZER.name, TOKENIZER.num_tokens, TOKENIZER.is_2d) == ("titok-k32-single", 32, False)
     assert (CONTROL.name, CONTROL.num_tokens, CONTROL.is_2d) == ("vqgan-f8", 64, True)
-    assert STAGES[1:3] == (TOKENIZER.name, CONTROL.name)
+    assert STAGES[2:5] == (TOKENIZER.name, CONTROL.name, FINETUNED.name)
+    assert (FINETUNED.name, FINETUNED.base, FINETUNED.num_tokens) == ("titok-k32-finetune", TOKENIZER, 32)
 
 
 def test_unknown_stages_are_a_config_error_and_a_one_line_exit_2(tmp_path: Path, capsys) -> None:
-    message = "unknown stage(s) nonsense; known: classifier, titok-k32-single"
+    message = "unknown stage(s) nonsense; known: classifier, perceptual-net, titok-k32-single"
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_builtin(tmp_path / "run", "data", stages=["classifier", "nonsense"])
     assert main(["-o", str(tmp_path / "run"), "--stages", "nonsense"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_the_decoder_fine_tuning_keeps_the_tokens_and_changes_the_decoder(builtin_run: Path) -> None:
+    stage = json.loads((builtin_run / "state.json").read_text())["stages"][FINETUNED.name]
+    assert stage["export_step"] == stage["steps"] == TINY.finetune_steps
+    before = TiTok.from_pretrained(TOKENIZER.export_dir(builtin_run)).eval()
+    after = TiTok.from_pretrained(FINETUNED.export_dir(builtin_run)).eval()
+    images = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        tokens = before.encode(images)
+        assert torch.equal(after.encode(images), tokens)
+        assert not torch.allclose(after.decode(tokens), before.decode(tokens), atol=1e-4)
+    recon = json.loads((builtin_run / "results" / "reconstruction.json").read_text())
+    assert {"seam_score", "seam_score_originals", "pattern_score"} <= set(recon[FINETUNED.name])
+    generation = json.loads((builtin_run / "results" / "generation.json").read_text())
+    assert generation[GENERATION_FINETUNED]["tokenizer"] == FINETUNED.name
+    assert generation["1d"]["tokenizer"] == TOKENIZER.name
+
+
+def test_the_fine_tuned_tokenizer_ships_with_the_generator(builtin_run: Path, tmp_path: Path) -> None:
+    tok_dir, _ = ship_models(builtin_run, tmp_path / "assets", tokenizer=FINETUNED)
+    assert json.loads((tok_dir / "source.json").read_text())["tokenizer"] == FINETUNED.name
+    shipped = TiTok.from_pretrained(tok_dir).eval()
+    trained = TiTok.from_pretrained(FINETUNED.export_dir(builtin_run)).eval()
+    tokens = torch.randint(0, shipped.codebook_size, (2, 32))
+    with torch.no_grad():
+        assert torch.allclose(shipped.decode(tokens), trained.decode(tokens), atol=2e-2)
+    with pytest.raises(ConfigError, match="makes other tokens"):
+        ship_models(builtin_run, tmp_path / "other", tokenizer=CONTROL)
+
+
+def test_the_builtin_budget_keeps_the_fine_tuning_recipe_steps(tmp_path: Path, imagenette) -> None:
+    from titok.reproduce.run_folder import Run
+
+    recipe = finetune_recipe(Run(tmp_path / "run", BUILTIN, str(imagenette)))
+    t = recipe.training
+    assert (
+        (t.max_train_steps, t.stop_at_step, t.batch_size)
+        == (2000, BUILTIN.finetune_steps, 32)
+        == (2000, 750, 32)
+    )
+    assert (recipe.lr_scheduler.warmup_steps, recipe.losses["discriminator_start"]) == (100, 200)
+    assert recipe.experiment.save_every == 250 and recipe.data.holdout == 500
+    assert recipe.init_from == str(TOKENIZER.export_dir(tmp_path / "run"))
+    assert recipe.losses["perceptual_network"] == str(tmp_path / "run" / "perceptual-net")

@@ -11,6 +11,10 @@ The single-stage TiTok tokenizers (K in ``token_counts``, the built-in model's r
 ``imagenette64_titok``) and the 2D VQGANs train for ``tokenizer_steps``; a two-stage TiTok (the
 authors' recipe, K in ``two_stage_token_counts``) trains ``stage1_steps`` on the f=8 VQGAN's codes
 then ``tokenizer_steps - stage1_steps`` to pixels.
+
+Two fields serve only the built-in run (:mod:`titok.reproduce.builtin`): the epochs of the
+perceptual network of the decoder fine-tuning (``perceptual_epochs``) and the step at which that
+fine-tuning stops and is exported (``finetune_steps``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ class Budget:
         discriminator_start: step of the GAN loss in VQGAN and stage-2 training (if ``adversarial``).
         generator_steps, generator_batch: MaskGIT generator training.
         classifier_epochs: epochs of the feature-network classifier.
+        perceptual_epochs: epochs of the built-in run's perceptual network (the second classifier,
+            read by the decoder fine-tuning's perceptual loss).
+        finetune_steps: the step at which the built-in run's decoder fine-tuning stops and is
+            exported (the recipe ``imagenette64_finetune``'s ``stop_at_step``; its other step
+            counts scale with it).
         max_train_images: train on the first N images of the train split (None: all).
         holdout: held-out validation images (taken out of training everywhere).
         eval_images: held-out images used for reconstruction metrics (<= holdout).
@@ -61,6 +70,8 @@ class Budget:
     generator_steps: int = 1500
     generator_batch: int = 64
     classifier_epochs: int = 4
+    perceptual_epochs: int = 16
+    finetune_steps: int = 750
     max_train_images: int | None = None
     holdout: int = 500
     eval_images: int = 500
@@ -81,6 +92,11 @@ class Budget:
             raise ConfigError(f"budget {self.name}: eval_images {self.eval_images} > holdout {self.holdout}")
         if not self.token_counts:
             raise ConfigError(f"budget {self.name}: token_counts is empty")
+        if self.perceptual_epochs < 1 or self.finetune_steps < 1:
+            raise ConfigError(
+                f"budget {self.name}: perceptual_epochs and finetune_steps must be >= 1, "
+                f"got {self.perceptual_epochs} and {self.finetune_steps}"
+            )
 
     @property
     def stage2_steps(self) -> int:
@@ -129,6 +145,8 @@ BUDGETS: dict[str, Budget] = {
         generator_steps=4,
         generator_batch=8,
         classifier_epochs=1,
+        perceptual_epochs=1,
+        finetune_steps=4,
         max_train_images=40,
         eval_images=12,
         probe_train_images=24,

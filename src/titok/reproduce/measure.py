@@ -84,6 +84,10 @@ def reconstruction_metrics(
         "codebook_perplexity": out["codebook_perplexity"],
         "num_images": out["num_images"],
     }
+    # the block-grid and repeated-texture scores of a pixel decoder, and the originals' (for scale)
+    for key in ("seam_score", "seam_score_originals", "pattern_score", "pattern_score_originals"):
+        if key in out:
+            metrics[key] = out[key]
     return metrics, torch.cat(first)[:keep], torch.cat(first_rec)[:keep]
 
 

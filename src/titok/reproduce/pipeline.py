@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,14 +206,25 @@ def stage_generator(run: Run, which: str) -> Job:
     return partial(train_stage, recipe, {"tokenizer": tokenizer.name})
 
 
-def stage_eval_generation(run: Run, generators: Sequence[str] = ("1d", "2d")) -> dict[str, Any]:
-    """Generation metrics of ``generators`` ("1d", "2d") into ``results/generation.json``."""
+def stage_eval_generation(
+    run: Run,
+    generators: Sequence[str] = ("1d", "2d"),
+    decoders: Mapping[str, TokenizerStage] | None = None,
+) -> dict[str, Any]:
+    """Generation metrics of ``generators`` ("1d", "2d") into ``results/generation.json``.
+
+    ``decoders``: extra entries ``{key: tokenizer}``, each the 1D generator's samples decoded by
+    that tokenizer instead of the one it was trained on; it must read the same tokens (a
+    decoder-fine-tuned copy of it).
+    """
     from titok.reproduce.measure import real_class_agreement
 
     net = run.feature_network()
     reference = _reference(run, net)
     real_agreement = real_class_agreement(net, run.val_split(run.budget.eval_images), IMAGE_SIZE)
     results = {which: measure_generator(run, which, net, reference, real_agreement) for which in generators}
+    for key, decoder in (decoders or {}).items():
+        results[key] = measure_generator(run, "1d", net, reference, real_agreement, decoder=decoder, key=key)
     run.write_json("generation.json", results)
     return {}
 
@@ -223,14 +234,22 @@ SAMPLING_SETTINGS = ("num_steps", "guidance_scale", "guidance_schedule", "random
 
 
 def measure_generator(
-    run: Run, which: str, net: torch.nn.Module, reference: FeatureSummary, real_agreement: float
+    run: Run,
+    which: str,
+    net: torch.nn.Module,
+    reference: FeatureSummary,
+    real_agreement: float,
+    decoder: TokenizerStage | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
-    """gFID, IS, class agreement and speed of generator ``which``; its samples as a grid, a row per class."""
+    """gFID, IS, class agreement and speed of generator ``which``; its samples as a grid, a row per
+    class, in ``results/samples-{key}.png`` (``key`` defaults to ``which``). ``decoder``: the
+    tokenizer that decodes its tokens (default: the one it was trained on)."""
     from titok.models.generator import Generator
     from titok.reproduce.measure import generation_metrics_for, generation_speed
 
     b, classes = run.budget, len(IMAGENETTE_CLASSES)
-    tokenizer = recorded_tokenizer(run, which)
+    tokenizer = decoder or recorded_tokenizer(run, which)
     tok = run.load_tokenizer(tokenizer)
     gen = Generator.from_pretrained(run.path(f"generator-{which}", "export")).eval()
     metrics, images = generation_metrics_for(gen, tok, net, reference, b.generated_images, classes)
@@ -245,8 +264,8 @@ def measure_generator(
     }
     per_class = max(1, min(8, b.generated_images // classes))
     order = torch.cat([torch.arange(c, len(images), classes)[:per_class] for c in range(classes)])
-    save_grid(images[order], run.path("results", f"samples-{which}.png"), nrow=per_class)
-    run.echo(f"  {which}: " + ", ".join(f"{k} {v}" for k, v in results.items()))
+    save_grid(images[order], run.path("results", f"samples-{key or which}.png"), nrow=per_class)
+    run.echo(f"  {key or which}: " + ", ".join(f"{k} {v}" for k, v in results.items()))
     return results
 
 

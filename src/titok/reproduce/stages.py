@@ -2,7 +2,9 @@
 
 A tokenizer's name is its identity in ``state.json`` and in the results files: ``vqgan-f8`` and
 ``vqgan-f16`` (2D VQGANs), ``titok-k{K}`` (a two-stage TiTok, trained in the run folders
-``titok-k{K}-stage1`` then ``titok-k{K}-stage2``) and ``titok-k{K}-single`` (a single-stage TiTok).
+``titok-k{K}-stage1`` then ``titok-k{K}-stage2``), ``titok-k{K}-single`` (a single-stage TiTok)
+and ``titok-k{K}-finetune`` (that single-stage TiTok with its decoder fine-tuned, encoder and
+quantizer frozen: the same tokens; the built-in run's, :mod:`titok.reproduce.builtin`).
 :class:`TokenizerStage` gives such a name a type, so that the pipeline and the reports ask a
 tokenizer for its kind, its token count or its folders instead of taking its name apart;
 :func:`tokenizer_catalog` lists the tokenizers of a budget, and :meth:`TokenizerStage.from_name`
@@ -11,6 +13,7 @@ reads a recorded name back (the one place where a name is parsed).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +44,9 @@ def _grid_tokens(factor: int) -> int:
     return (IMAGE_SIZE // factor) ** 2
 
 
-_NAME = re.compile(r"vqgan-f(?P<factor>[1-9]\d*)|titok-k(?P<tokens>[1-9]\d*)(?P<single>-single)?")
+_NAME = re.compile(
+    r"vqgan-f(?P<factor>[1-9]\d*)|titok-k(?P<tokens>[1-9]\d*)(?:(?P<single>-single)|(?P<finetune>-finetune))?"
+)
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,14 @@ class TokenizerStage:
         kind: 2D VQGAN, two-stage TiTok or single-stage TiTok.
         num_tokens: tokens per image (a VQGAN's: its grid at :data:`IMAGE_SIZE` px).
         factor: a VQGAN's downsampling factor (None for a TiTok).
+        finetuned: a single-stage TiTok whose decoder was then fine-tuned (encoder, latent
+            tokens and quantizer frozen, so its tokens are those of :attr:`base`).
     """
 
     kind: TokenizerKind
     num_tokens: int
     factor: int | None = None
+    finetuned: bool = False
 
     def __post_init__(self) -> None:
         if (self.kind is TokenizerKind.VQGAN) != (self.factor is not None):
@@ -65,6 +73,8 @@ class TokenizerStage:
             raise ConfigError(f"a VQGAN with factor {self.factor} has {_grid_tokens(self.factor)} tokens")
         if self.num_tokens < 1:
             raise ConfigError(f"a tokenizer needs at least one token, got {self.num_tokens}")
+        if self.finetuned and self.kind is not TokenizerKind.TITOK_SINGLE_STAGE:
+            raise ConfigError(f"{self.kind.value}: only a single-stage TiTok has a decoder fine-tuning stage")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -83,16 +93,25 @@ class TokenizerStage:
         return cls(TokenizerKind.TITOK_SINGLE_STAGE, num_tokens)
 
     @classmethod
+    def decoder_finetuned(cls, num_tokens: int) -> TokenizerStage:
+        """The single-stage TiTok with ``num_tokens`` tokens after decoder fine-tuning
+        (``titok-k{K}-finetune``)."""
+        return cls(TokenizerKind.TITOK_SINGLE_STAGE, num_tokens, finetuned=True)
+
+    @classmethod
     def from_name(cls, name: str) -> TokenizerStage:
         """The tokenizer recorded as ``name`` (the inverse of :attr:`name`)."""
         match = _NAME.fullmatch(name)
         if match is None:
             raise ConfigError(
-                f"not a tokenizer name: {name!r} (vqgan-f<factor>, titok-k<K> or titok-k<K>-single)"
+                f"not a tokenizer name: {name!r} "
+                "(vqgan-f<factor>, titok-k<K>, titok-k<K>-single or titok-k<K>-finetune)"
             )
         if match["factor"] is not None:
             return cls.vqgan(int(match["factor"]))
         tokens = int(match["tokens"])
+        if match["finetune"]:
+            return cls.decoder_finetuned(tokens)
         return cls.single_stage(tokens) if match["single"] else cls.two_stage(tokens)
 
     # ------------------------------------------------------------------ identity
@@ -101,13 +120,21 @@ class TokenizerStage:
         """The name in ``state.json`` and the results files, e.g. ``titok-k32-single``."""
         if self.kind is TokenizerKind.VQGAN:
             return f"vqgan-f{self.factor}"
+        if self.finetuned:
+            return f"titok-k{self.num_tokens}-finetune"
         suffix = "-single" if self.kind is TokenizerKind.TITOK_SINGLE_STAGE else ""
         return f"titok-k{self.num_tokens}{suffix}"
 
     @property
     def label(self) -> str:
         """The tokenizer's kind in the report's words, e.g. ``1D TiTok single-stage``."""
-        return self.kind.value
+        return f"{self.kind.value}, decoder fine-tuned" if self.finetuned else self.kind.value
+
+    @property
+    def base(self) -> TokenizerStage:
+        """The tokenizer it was fine-tuned from (itself if not fine-tuned): the one whose
+        tokens it reads."""
+        return dataclasses.replace(self, finetuned=False) if self.finetuned else self
 
     @property
     def is_2d(self) -> bool:
