@@ -8,6 +8,7 @@ need no shared data.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -295,7 +296,7 @@ def test_a_tiny_prefix_run_improves_with_k(pictures: Path, tmp_path: Path) -> No
 # ---------------------------------------------------------------------------- generation at any length
 
 
-def _tiny_generator(variable_length: bool) -> Generator:
+def _tiny_generator(variable_length: bool, length_token: bool = False) -> Generator:
     config = GeneratorConfig(
         hidden_size=32,
         depth=1,
@@ -305,6 +306,7 @@ def _tiny_generator(variable_length: bool) -> Generator:
         seq_len=8,
         num_classes=3,
         variable_length=variable_length,
+        length_token=length_token,
     )
     return Generator.from_config(config).eval()
 
@@ -326,6 +328,30 @@ def test_generation_of_the_first_k_tokens(variable_length: bool) -> None:
         gen.generate([0], num_tokens=9)
 
 
+@pytest.mark.parametrize("arch", ["bert", "uvit"])
+def test_a_length_token_tells_the_generator_k(arch: str, tmp_path: Path) -> None:
+    base = _tiny_generator(True, length_token=True).config
+    gen = Generator.from_config(dataclasses.replace(base, arch=arch)).eval()
+    assert gen.config.vocab_size == _tiny_generator(True).config.vocab_size + 8
+    embed = gen.model.embeddings.word_embeddings if arch == "bert" else gen.embeddings
+    tokens = torch.randint(0, 16, (2, 3))
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        five = torch.randint(0, 16, (2, 5))
+        before3, before5 = gen(tokens, labels), gen(five, labels)
+        # the network reads the token of its length: changing that of k = 3 changes 3-token outputs only
+        embed.weight[gen.config.length_token_id(3)] += torch.randn(gen.config.hidden_size)
+        assert not torch.allclose(gen(tokens, labels), before3)
+        assert torch.allclose(gen(five, labels), before5)
+    for k in (1, 4, 8):
+        assert gen.generate([0, 1], num_tokens=k, seed=0).shape == (2, k)
+    loaded = Generator.from_pretrained(gen.save_pretrained(tmp_path / arch))
+    assert loaded.config.length_token
+    assert torch.equal(loaded.generate([1], num_tokens=4, seed=2), gen.generate([1], num_tokens=4, seed=2))
+    with pytest.raises(ConfigError, match="length_token needs variable_length"):
+        _tiny_generator(False, length_token=True)
+
+
 def test_generator_training_on_prefixes_exports_a_variable_length_generator(
     pictures: Path, tmp_path: Path
 ) -> None:
@@ -345,12 +371,13 @@ def test_generator_training_on_prefixes_exports_a_variable_length_generator(
             "model.class_names=null",
             "data.augment=false",
             "prefix.enabled=true",
+            "model.length_token=true",
         ],
         mode="generator",
     )
     result = train(GeneratorTask(recipe), output_dir=tmp_path / "gen")
     gen = Generator.from_pretrained(result.export_dir)
-    assert gen.config.variable_length and gen.config.seq_len == 8
+    assert gen.config.variable_length and gen.config.length_token and gen.config.seq_len == 8
     assert gen.generate([0, 1], num_tokens=2, seed=0).shape == (2, 2)
 
 

@@ -20,7 +20,7 @@ class _BertEmbeddings(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embeddings = nn.Embedding(config.seq_len + 1, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.seq_len + config.num_condition_ids, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(2, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(config.dropout)

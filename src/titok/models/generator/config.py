@@ -41,6 +41,10 @@ class GeneratorConfig:
         variable_length: trained on token prefixes (the recipe's ``prefix`` section): it
             samples the first k tokens directly for any k <= ``seq_len``, at the cost of a
             k-token sequence; without it, a prefix is cut from a full-length sample.
+        length_token: (variable-length generators only) also feed a learned token for the
+            sequence length k, after the class token, so the network is told k rather than
+            left to infer it from the sequence it sees. Off by default (the authors' models and
+            every earlier checkpoint); adds ``seq_len`` ids to the vocabulary and one position.
     """
 
     arch: str = "bert"
@@ -62,6 +66,7 @@ class GeneratorConfig:
     class_names: list[str] | None = None
     tokenizer: str | None = None
     variable_length: bool = False
+    length_token: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -84,6 +89,11 @@ class GeneratorConfig:
         if self.hidden_size % self.heads:
             raise ConfigError(
                 f"generator config: hidden_size {self.hidden_size} is not divisible by heads {self.heads}"
+            )
+        if self.length_token and not self.variable_length:
+            raise ConfigError(
+                "generator config: length_token needs variable_length (a generator trained on token "
+                "prefixes, the recipe's prefix.enabled); a fixed-length one always sees seq_len tokens"
             )
         for name in ("dropout", "attn_dropout", "class_label_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -122,8 +132,21 @@ class GeneratorConfig:
 
     @property
     def vocab_size(self) -> int:
-        """Codes, mask token, class tokens and the "no class" token."""
-        return self.codebook_size + self.num_classes + 2
+        """Codes, mask token, class tokens, the "no class" token (and the length tokens)."""
+        return self.codebook_size + self.num_classes + 2 + (self.seq_len if self.length_token else 0)
+
+    @property
+    def num_condition_ids(self) -> int:
+        """Ids before the image tokens in the network's input: the class token (and the length token)."""
+        return 2 if self.length_token else 1
+
+    def length_token_id(self, k: int) -> int:
+        """Id of the length token for a k-token sequence (1 <= k <= ``seq_len``)."""
+        if not self.length_token:
+            raise TitokError("this generator has no length tokens (config.length_token is off)")
+        if not 1 <= k <= self.seq_len:
+            raise TitokError(f"length must be in 1..{self.seq_len}, got {k}")
+        return self.codebook_size + self.num_classes + 2 + k - 1
 
     def sampling_settings(self, **overrides: Any) -> SamplingSettings:
         """The default :class:`SamplingSettings`, with ``overrides`` that are not None applied."""

@@ -122,8 +122,7 @@ class Generator(nn.Module):
         self._check_tokens(tokens)
         drop = self.config.class_label_dropout if label_drop_prob is None else label_drop_prob
         cls = self.class_tokens(labels, tokens.shape[0], drop if self.training else 0.0)
-        ids = torch.cat([cls[:, None], tokens], dim=1)
-        return self.code_head()(self.hidden_states(ids)[:, 1:])
+        return self.code_head()(self._image_states(cls, tokens))
 
     def masked_logits(
         self, tokens: torch.Tensor, class_tokens: torch.Tensor, where: torch.Tensor
@@ -135,8 +134,17 @@ class Generator(nn.Module):
             class_tokens: LongTensor [B] of condition tokens (see :meth:`class_tokens`).
             where: BoolTensor [B, K].
         """
-        ids = torch.cat([class_tokens[:, None], tokens], dim=1)
-        return self.code_head()(self.hidden_states(ids)[:, 1:][where])
+        return self.code_head()(self._image_states(class_tokens, tokens)[where])
+
+    def _image_states(self, class_tokens: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, k, H] of the image positions: the network reads the class token (and,
+        with ``config.length_token``, the token of the length k) before the k image tokens."""
+        condition = [class_tokens[:, None]]
+        if self.config.length_token:
+            length = self.config.length_token_id(tokens.shape[1])
+            condition.append(torch.full_like(class_tokens[:, None], length))
+        ids = torch.cat([*condition, tokens], dim=1)
+        return self.hidden_states(ids)[:, len(condition) :]
 
     def _check_tokens(self, tokens: torch.Tensor) -> None:
         k = self.config.seq_len

@@ -73,7 +73,9 @@ class UViTGenerator(Generator, arch="uvit"):
         super().__init__(config)
         half = config.depth // 2
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.seq_len + 1, config.hidden_size))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, config.seq_len + config.num_condition_ids, config.hidden_size)
+        )
         self.in_blocks = nn.ModuleList(_UViTBlock(config) for _ in range(half))
         self.mid_block = _UViTBlock(config)
         self.out_blocks = nn.ModuleList(_UViTBlock(config, skip=True) for _ in range(half))
