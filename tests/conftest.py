@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.training_runs import shard, stage1_run, vqgan_run  # noqa: F401  (the training tests' runs)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference" / "official-state-dicts.json"
 IMAGENETTE = SHARED / "data" / "imagenette"
