@@ -48,7 +48,9 @@ def load(spec: str) -> tuple[str, TiTok, dict]:
         }
         path = path / "export"
     model = TiTok.from_pretrained(str(path) if path.exists() else spec)
-    name = Path(spec).name if Path(spec).exists() else spec
+    name = spec
+    if Path(spec).exists():  # a run's export is named for its run folder, so two runs never collide
+        name = Path(spec).parent.name if Path(spec).name == "export" else Path(spec).name
     return name, model.eval(), settings
 
 
