@@ -24,6 +24,16 @@ SHARDS = 2
 SIZE = 96
 
 
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """Write (name, bytes) members to a WebDataset-style tar at ``path``; returns ``path``."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def _picture(label: int, gen: torch.Generator) -> bytes:
     low = torch.rand(3, 6, 6, generator=gen)
     image = torch.nn.functional.interpolate(low[None], size=SIZE, mode="bicubic", align_corners=False)[0]

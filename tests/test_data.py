@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.synthetic_data import write_tar
 from titok.data import (
     DataConfig,
     FileSource,
@@ -44,14 +45,6 @@ def tar_samples(path: Path, n: int) -> list[tuple[str, int, bytes]]:
             if len(out) == n:
                 break
     return out
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def make_shards(

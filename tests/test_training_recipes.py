@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.synthetic_data import write_tar
 from tests.training_runs import (
     FAST,
     RECIPES,
     copy_samples,
     train_recipe,
-    write_tar,
 )
 from titok.errors import ConfigError
 from titok.models.titok import TiTok

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.synthetic_data import write_tar
 from titok.training import Recipe, TrainResult, load_recipe, make_task, train
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
@@ -43,15 +44,6 @@ def copy_samples(source: Path, n: int) -> list[tuple[str, bytes]]:
             assert handle is not None
             members.append((member.name, handle.read()))
     return members
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 @pytest.fixture(scope="session")
