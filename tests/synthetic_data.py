@@ -57,13 +57,11 @@ def make_imagenette_like(root: Path, shards: int = SHARDS, per_shard: int = PER_
     )
     index = 0
     for shard in range(shards):
-        with tarfile.open(root / f"train-{shard:04d}.tar", "w") as tar:
-            for _ in range(per_shard):
-                label = index % len(classes)
-                key = f"synthetic_{index:06d}"
-                for suffix, data in ((".cls", str(label).encode()), (".jpg", _picture(label, gen))):
-                    info = tarfile.TarInfo(key + suffix)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-                index += 1
+        members = []
+        for _ in range(per_shard):
+            label = index % len(classes)
+            key = f"synthetic_{index:06d}"
+            members += [(key + ".cls", str(label).encode()), (key + ".jpg", _picture(label, gen))]
+            index += 1
+        write_tar(root / f"train-{shard:04d}.tar", members)
     return root

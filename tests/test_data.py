@@ -389,15 +389,12 @@ def test_truncated_tar_keeps_the_samples_before_the_damage(tmp_path):
 
 def _small_shard(path: Path, n: int) -> Path:
     """A tar of ``n`` samples (a 4x4 PNG and a .cls each), with its end-of-archive blocks."""
-    with tarfile.open(path, "w") as tar:
-        for i in range(n):
-            buf = io.BytesIO()
-            Image.new("RGB", (4, 4), (i, 0, 0)).save(buf, format="PNG")
-            for name, data in ((f"s{i:03d}.png", buf.getvalue()), (f"s{i:03d}.cls", str(i % 3).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
+    members = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4), (i, 0, 0)).save(buf, format="PNG")
+        members += [(f"s{i:03d}.png", buf.getvalue()), (f"s{i:03d}.cls", str(i % 3).encode())]
+    return write_tar(path, members)
 
 
 def test_a_shard_cut_inside_a_header_is_reported_truncated(tmp_path):
