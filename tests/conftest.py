@@ -55,6 +55,26 @@ def imagenette(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_imagenette_like(tmp_path_factory.mktemp("imagenette", numbered=False))
 
 
+#: Device of the tests marked ``device`` (``benchmarks/gpu_check.py`` sets it to ``cuda``).
+TEST_DEVICE = os.environ.get("TITOK_TEST_DEVICE", "cpu")
+if TEST_DEVICE.startswith("cuda"):
+    # Exact-resume tests compare runs bit for bit: CUDA must use its deterministic kernels. Ops
+    # that have none (the discriminator's adaptive max-pool backward) warn, naming themselves,
+    # rather than stop the run.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@pytest.fixture(scope="session")
+def test_device() -> torch.device:
+    """The device of the device tests (``TITOK_TEST_DEVICE``, default cpu); fails, not skips, when
+    the device asked for is not there."""
+    device = torch.device(TEST_DEVICE)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"TITOK_TEST_DEVICE={TEST_DEVICE} but torch sees no CUDA device")
+    return device
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)

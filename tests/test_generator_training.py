@@ -84,6 +84,7 @@ def _final_state(run: Path, step: int) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
+@pytest.mark.device
 def test_resume_is_exact_through_the_cli_command(tokens, tmp_path):
     from titok.cli.train import generator
 

@@ -30,6 +30,7 @@ from titok.training import checkpointing as ckpt
 # ---------------------------------------------------------------------------- each mode
 
 
+@pytest.mark.device
 def test_vqgan_loss_falls_and_export_is_a_teacher(vqgan_run: TrainResult, shard: Path) -> None:
     assert vqgan_run.step == 20 and vqgan_run.start_step == 0
     assert_falls(losses_of(vqgan_run), 0.7)
@@ -39,6 +40,7 @@ def test_vqgan_loss_falls_and_export_is_a_teacher(vqgan_run: TrainResult, shard:
     assert codes.shape == (2, 8, 8)
 
 
+@pytest.mark.device
 def test_stage1_learns_the_teacher_codes(stage1_run: TrainResult) -> None:
     assert_falls(losses_of(stage1_run), 0.8)
     accuracy = losses_of(stage1_run, "code_accuracy")
@@ -86,6 +88,7 @@ def test_stage2_trains_the_decoder_only(
     assert not torch.equal(trained["pixel_decoder.conv_out.weight"], teacher["decoder.conv_out.weight"])
 
 
+@pytest.mark.device
 def test_single_stage_vq_loss_falls_and_logs(shard: Path, tmp_path: Path) -> None:
     result = train_recipe(
         "tiny_single_stage",
@@ -148,6 +151,7 @@ def _checkpoint_state(folder: Path) -> dict[str, Any]:
     return state
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("mode", ["vqgan", "stage1"])
 def test_resume_continues_exactly(mode: str, vqgan_run: TrainResult, shard: Path, tmp_path: Path) -> None:
     """N steps straight == N/2 steps, stop, ``resume`` to N: weights, EMA, optimizers, RNG, data."""
