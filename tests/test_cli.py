@@ -197,6 +197,9 @@ def test_a_failed_demo_leaves_no_output_folder(
     code, _, err = run(capsys, "demo", "-o", str(out), "-n", "2", "-m", "no-such-model", "--per-class", "0")
     assert code == 2 and "no-such-model" in err
     assert not out.exists(), "the copied inputs of a failed demo are removed"
+    if not torch.cuda.is_available():  # the demo takes --device like the commands it runs
+        code, _, err = run(capsys, "demo", "-o", str(out), "-n", "2", "--device", "cuda", "--per-class", "0")
+        assert code == 2 and "CUDA was asked for but is not available" in err and not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import typer
 
 from titok.cli.generate import generate
 from titok.cli.inference import reconstruct
-from titok.cli.options import NumTokensOpt, removed_on_failure
+from titok.cli.options import DeviceOpt, NumTokensOpt, removed_on_failure
 from titok.cli.progress import QuietOpt
 from titok.resources import builtin_generators_dir, builtin_models_dir
 from titok.samples import default_sample_data, extract_samples
@@ -45,11 +45,12 @@ def demo(
         int, typer.Option("--per-class", min=0, help="Generated images per class (0: no generation).")
     ] = 4,
     num_tokens: NumTokensOpt = None,
+    device: DeviceOpt = "cpu",
     quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct sample images with the default model and write the results under OUTPUT."""
     with removed_on_failure(output):
-        _demo(output, data, count, model, per_class, num_tokens, quiet)
+        _demo(output, data, count, model, per_class, num_tokens, device, quiet)
 
 
 def _demo(
@@ -59,6 +60,7 @@ def _demo(
     model: str | None,
     per_class: int,
     num_tokens: int | None,
+    device: str,
     quiet: bool,
 ) -> None:
     source = data or default_sample_data()
@@ -66,7 +68,13 @@ def _demo(
     typer.echo(f"sample images: {len(inputs)} from {source}")
     # A model trained on token prefixes also gets a coarse-to-fine strip per image.
     reconstruct(
-        inputs, output=output / "reconstructions", model=model, num_tokens=num_tokens, strip=True, quiet=quiet
+        inputs,
+        output=output / "reconstructions",
+        model=model,
+        num_tokens=num_tokens,
+        strip=True,
+        device=device,
+        quiet=quiet,
     )
     flex = builtin_models_dir() / FLEX_MODEL
     if model is None and flex.is_dir():
@@ -74,7 +82,7 @@ def _demo(
         typer.echo(
             f"coarse-to-fine strips with {FLEX_MODEL} (the first k of its tokens, k = 1, 2, 4, ..., 32):"
         )
-        reconstruct(inputs, output=output / "strips", model=FLEX_MODEL, strip=True, quiet=True)
+        reconstruct(inputs, output=output / "strips", model=FLEX_MODEL, strip=True, device=device, quiet=True)
     if per_class == 0:
         return
     if model is not None or not builtin_generator_installed():
@@ -87,5 +95,6 @@ def _demo(
         model=None,
         tokenizer=None,
         num_tokens=num_tokens,
+        device=device,
         quiet=quiet,
     )
