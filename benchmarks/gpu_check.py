@@ -43,81 +43,17 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS  # noqa: E402
+from gpu_setup import FULL, ROOT, TINY, Check, build_models, device_facts, device_name, smooth_images  # noqa: E402
+from gpu_speed import generation_and_coding_speed, training_speed  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("tests", "agreement", "speed", "training")
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """What a check runs: the published sizes on a GPU, the smallest ones with ``--tiny``."""
-
-    tokenizer: str
-    generator: str
-    agreement_batch: int
-    generation_batches: tuple[int, ...]
-    coding_batches: tuple[int, ...]
-    training_recipe: str
-    training_steps: tuple[int, int]
-    warmup: int
-    runs: int
-    tests_timeout_s: int
-    num_steps: int | None = None  # sampling steps (None: the generator's published setting)
-
-
-FULL = Sizes(
-    "titok-l32", "titok-l32", 4, (512, 256, 128, 64), (256, 128, 64), "titok_l32_stage1", (3, 13), 1, 3, 240
-)
-TINY = Sizes("titok-tiny-32", "tiny", 2, (4, 2), (4, 2), "tiny_stage1", (1, 2), 0, 1, 240, num_steps=2)
-
-
-@dataclass
-class Check:
-    """One run of the check: where it runs, its sizes, its deadline and what it found so far."""
-
-    device: torch.device
-    sizes: Sizes
-    deadline: float
-    out: Path
-    compile_backend: str = "inductor"
-    work: Path = field(default_factory=lambda: ROOT / "runs" / "gpu-check")
-    results: dict[str, Any] = field(default_factory=dict)
-
-    def seconds_left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def save(self) -> None:
-        write_results("gpu_check", self.results, self.out)
-
-
-def device_name(device: torch.device) -> str:
-    """The device's name as a file-name part: ``nvidia_h200``, ``cpu``."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = device.type
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def device_facts(device: torch.device) -> dict[str, Any]:
-    facts: dict[str, Any] = {"device": str(device), "name": device_name(device), "torch": torch.__version__}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        facts |= {
-            "cuda": torch.version.cuda,
-            "memory_gib": round(props.total_memory / 2**30, 1),
-            "capability": f"{props.major}.{props.minor}",
-            "bf16_supported": torch.cuda.is_bf16_supported(),
-        }
-    return facts
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -162,34 +98,11 @@ def run_tests(check: Check, select: str | None = None) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- agreement
 
 
-def smooth_images(batch: int, size: int, seed: int) -> torch.Tensor:
-    """Random low-frequency images (B, 3, size, size) in [0, 1]: image-like, unlike pixel noise."""
-    rng = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(batch, 3, max(size // 8, 2), max(size // 8, 2), generator=rng)
-    return torch.nn.functional.interpolate(
-        coarse, size=(size, size), mode="bicubic", align_corners=False
-    ).clamp(0, 1)
-
-
 def _tf32(enabled: bool) -> tuple[bool, bool]:
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = enabled
     torch.backends.cudnn.allow_tf32 = enabled
     return before
-
-
-def build_models(sizes: Sizes, seed: int = 0) -> tuple[Any, Any]:
-    """Random tokenizer and generator weights (the generator sized for the tokenizer's tokens)."""
-    from titok import Generator, TiTok
-
-    torch.manual_seed(seed)
-    tokenizer = TiTok.from_preset(sizes.tokenizer).eval()
-    cfg = tokenizer.config
-    steps = {"num_steps": sizes.num_steps} if sizes.num_steps else {}
-    generator = Generator.from_preset(
-        sizes.generator, codebook_size=cfg.codebook_size, seq_len=cfg.num_latent_tokens, **steps
-    ).eval()
-    return tokenizer, generator
 
 
 def agreement(check: Check) -> dict[str, Any]:
@@ -273,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"error: --device {args.device} but torch sees no CUDA device", file=sys.stderr)
         return 2
-    from gpu_speed import generation_and_coding_speed, training_speed
-
     out = args.out or RESULTS / f"gpu_{device_name(device)}.json"
     check = Check(
         device=device,

@@ -23,15 +23,13 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gpu_setup import Check, build_models, smooth_images
 from titok.evaluation.throughput import time_call
-
-if TYPE_CHECKING:
-    from gpu_check import Check
 
 #: Generation throughput in the paper's ImageNet-256 table (samples/s, one A100, float32):
 #: MaskGIT generator with TiTok-L-32 at its published sampling settings.
@@ -105,8 +103,6 @@ def generation_and_coding_speed(check: Check) -> dict[str, Any]:
     apart; samples/s counts both. Coding: ``encode`` of a batch of images, ``decode`` of their
     tokens. Each part takes the largest of its batches that fits, once, for all its variants.
     """
-    from gpu_check import build_models
-
     sizes, device = check.sizes, check.device
     tokenizer, generator = build_models(sizes)
     tokenizer.to(device)
@@ -187,7 +183,6 @@ def _generation_job(gen: Any, tok: Any, dtype: torch.dtype, num_classes: int) ->
 
 def _coding_job(tok: Any, dtype: torch.dtype) -> Callable[[int], Calls]:
     """For a batch: (encode of images, decode of their tokens, both in a row)."""
-    from gpu_check import smooth_images
 
     def make(batch: int) -> Calls:
         images = smooth_images(batch, tok.config.image_size, seed=3).to(tok.device)
@@ -235,8 +230,6 @@ def _median(values: list[float]) -> float:
 def write_shard(path: Path, count: int, size: int, seed: int = 0) -> Path:
     """A WebDataset shard of ``count`` smooth random JPEG images (``<key>.cls``, ``<key>.jpg``)."""
     from PIL import Image
-
-    from gpu_check import smooth_images
 
     images = smooth_images(count, size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
