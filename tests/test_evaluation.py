@@ -43,8 +43,9 @@ HOLDOUT = 16
 
 
 @pytest.fixture(scope="module")
-def shard(tmp_path_factory, imagenette: Path) -> Path:
-    """The first 48 labelled Imagenette samples as one WebDataset shard."""
+def labelled_shard(tmp_path_factory, imagenette: Path) -> Path:
+    """The first 48 labelled Imagenette samples as one WebDataset shard (the evaluation tests' own, beside the
+    training tests' 8-image `shard`)."""
     path = tmp_path_factory.mktemp("data") / "nette-0000.tar"
     with tarfile.open(imagenette / "train-0000.tar") as src, tarfile.open(path, "w") as dst:
         for member in src.getmembers()[: 2 * NUM_IMAGES]:  # <key>.cls, <key>.jpg pairs
@@ -67,11 +68,11 @@ def run_train_classifier(args: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory, shard: Path) -> Path:
+def classifier_dir(tmp_path_factory, labelled_shard: Path) -> Path:
     out = tmp_path_factory.mktemp("clf") / NET
     run_train_classifier(
         [
-            *("--data", str(shard), "--out", str(out), "--name", NET, "--image-size", "32"),
+            *("--data", str(labelled_shard), "--out", str(out), "--name", NET, "--image-size", "32"),
             *("--widths", "8,16", "--holdout", "8", "--epochs", "2", "--batch-size", "16"),
         ]
     )
@@ -95,20 +96,20 @@ def test_train_classifier_command_writes_a_named_feature_network(classifier_dir:
     assert 0.0 <= metrics["val_top1"] <= 1.0
 
 
-def test_train_classifier_command_rejects_bad_widths(tmp_path: Path, shard: Path) -> None:
+def test_train_classifier_command_rejects_bad_widths(tmp_path: Path, labelled_shard: Path) -> None:
     from titok.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--widths"):
-        run_train_classifier(["--data", str(shard), "--out", str(tmp_path / "c"), "--widths", "8,x"])
+        run_train_classifier(["--data", str(labelled_shard), "--out", str(tmp_path / "c"), "--widths", "8,x"])
 
 
 def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computation(
-    capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:
     report = tmp_path / "rec.json"
     code, out, _ = run(
         capsys,
-        *("eval", "reconstruction", "--model", tokenizer_dir, "--data", shard),
+        *("eval", "reconstruction", "--model", tokenizer_dir, "--data", labelled_shard),
         *("--split", "val", "--holdout", HOLDOUT, "--feature-net", classifier_dir),
         *("--batch-size", "6", "--json-out", report),
     )
@@ -135,7 +136,7 @@ def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computa
 
     # The same images, tokenizer and formulas by hand.
     model = load_tokenizer(tokenizer_dir).eval()
-    images = torch.cat([b["image"] for b in DataSplit(str(shard), "val", HOLDOUT).loader(32, 8)])
+    images = torch.cat([b["image"] for b in DataSplit(str(labelled_shard), "val", HOLDOUT).loader(32, 8)])
     assert metrics["num_images"] == len(images) == HOLDOUT
     with torch.inference_mode():
         tokens = model.encode(images)
@@ -155,18 +156,18 @@ def test_eval_reconstruction_writes_labelled_metrics_that_match_a_direct_computa
 
 
 def test_eval_reconstruction_against_reference_statistics(
-    capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:
     """Statistics of the same split's originals give the same rFID as comparing with them directly."""
     split = ("--split", "val", "--holdout", HOLDOUT)
     stats = tmp_path / "val.npz"
     code, _, _ = run(
         capsys,
-        *("eval", "reference-stats", "--data", shard, "--image-size", "32", *split),
+        *("eval", "reference-stats", "--data", labelled_shard, "--image-size", "32", *split),
         *("--feature-net", classifier_dir, "--out", stats),
     )
     assert code == 0
-    base = ("eval", "reconstruction", "--model", tokenizer_dir, "--data", shard, *split)
+    base = ("eval", "reconstruction", "--model", tokenizer_dir, "--data", labelled_shard, *split)
     direct, with_file = tmp_path / "direct.json", tmp_path / "file.json"
     for out, extra in ((direct, ()), (with_file, ("--ref-stats", stats))):
         code, _, err = run(capsys, *base, "--feature-net", classifier_dir, *extra, "--json-out", out)
@@ -174,11 +175,11 @@ def test_eval_reconstruction_against_reference_statistics(
     direct_m, file_payload = json.loads(direct.read_text())["metrics"], json.loads(with_file.read_text())
     assert file_payload["reference"] == {"file": str(stats)}
     assert file_payload["metrics"][f"rFID[{NET}]"] == pytest.approx(direct_m[f"rFID[{NET}]"], rel=1e-6)
-    # statistics of the whole shard instead: another reference, another figure
+    # statistics of the whole labelled_shard instead: another reference, another figure
     whole = tmp_path / "all.npz"
     run(
         capsys,
-        *("eval", "reference-stats", "--data", shard, "--image-size", "32"),
+        *("eval", "reference-stats", "--data", labelled_shard, "--image-size", "32"),
         "--feature-net",
         classifier_dir,
         "--out",
@@ -196,7 +197,7 @@ def test_eval_reconstruction_against_reference_statistics(
 
 
 def test_eval_reconstruction_of_near_identical_images_scores_as_such(
-    capsys, monkeypatch, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+    capsys, monkeypatch, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:
     """A decoder that returns every pixel off by exactly 0.01: PSNR 40 dB, SSIM ~1, rFID ~0."""
     from titok.evaluation import reconstruction
@@ -217,7 +218,7 @@ def test_eval_reconstruction_of_near_identical_images_scores_as_such(
     report = tmp_path / "rec.json"
     code, _, _ = run(
         capsys,
-        *("eval", "reconstruction", "--model", tokenizer_dir, "--data", shard, "--split", "all"),
+        *("eval", "reconstruction", "--model", tokenizer_dir, "--data", labelled_shard, "--split", "all"),
         *("--feature-net", classifier_dir, "--batch-size", "16", "--json-out", report),
     )
     assert code == 0
@@ -229,7 +230,7 @@ def test_eval_reconstruction_of_near_identical_images_scores_as_such(
 
 
 def test_eval_generation_writes_adm_samples_and_reports_gfid_and_is_of_the_network(
-    capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:
     torch.manual_seed(0)
     generator = Generator.from_preset("tiny", codebook_size=1024, seq_len=16, num_classes=10)
@@ -238,7 +239,7 @@ def test_eval_generation_writes_adm_samples_and_reports_gfid_and_is_of_the_netwo
     code, out, _ = run(
         capsys,
         *("eval", "generation", "--model", tokenizer_dir, "--generator", generator_dir, "--num", "12"),
-        *("--num-steps", "2", "--batch-size", "5", "--ref-data", shard, "--cache-dir", cache),
+        *("--num-steps", "2", "--batch-size", "5", "--ref-data", labelled_shard, "--cache-dir", cache),
         *("--feature-net", classifier_dir, "--samples-out", samples, "--json-out", report),
     )
     assert code == 0
@@ -262,7 +263,7 @@ def test_eval_generation_writes_adm_samples_and_reports_gfid_and_is_of_the_netwo
 
 
 def test_reference_statistics_are_computed_once_then_reused(
-    capsys, monkeypatch, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+    capsys, monkeypatch, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:
     from titok.evaluation import reference_stats
 
@@ -277,7 +278,7 @@ def test_reference_statistics_are_computed_once_then_reused(
     cache = tmp_path / "cache"
     common = (
         *("eval", "generation", "--model", tokenizer_dir, "--generator", "tiny", "--num", "2"),
-        *("--num-steps", "1", "--ref-data", shard, "--cache-dir", cache),
+        *("--num-steps", "1", "--ref-data", labelled_shard, "--cache-dir", cache),
         *("--feature-net", classifier_dir, "--samples-out", tmp_path / "s.npz"),
     )
     args = (*common, "--ref-max-images", "20")
@@ -299,12 +300,12 @@ def test_reference_statistics_are_computed_once_then_reused(
 
 
 def test_statistics_of_another_feature_network_are_refused(
-    capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path, classifier_dir: Path
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path, classifier_dir: Path
 ) -> None:
     stats = tmp_path / "ref.npz"
     code, out, _ = run(
         capsys,
-        *("eval", "reference-stats", "--data", shard, "--image-size", "32", "--max-images", "12"),
+        *("eval", "reference-stats", "--data", labelled_shard, "--image-size", "32", "--max-images", "12"),
         *("--feature-net", classifier_dir, "--out", stats),
     )
     assert code == 0 and "12 images" in out and NET in out
@@ -335,7 +336,7 @@ def test_statistics_of_another_feature_network_are_refused(
 
 
 def test_eval_probe_reports_what_a_direct_probe_of_the_same_splits_gives(
-    capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path
 ) -> None:
     from titok.evaluation.linear_probe import LinearProbeConfig
     from titok.evaluation.token_probe import probe_tokenizer
@@ -343,7 +344,7 @@ def test_eval_probe_reports_what_a_direct_probe_of_the_same_splits_gives(
     report = tmp_path / "probe.json"
     code, out, _ = run(
         capsys,
-        *("eval", "probe", "--model", tokenizer_dir, "--data", shard, "--holdout", HOLDOUT),
+        *("eval", "probe", "--model", tokenizer_dir, "--data", labelled_shard, "--holdout", HOLDOUT),
         *("--epochs", "20", "--pool", "concat", "--lr", "0.01", "--seed", "3", "--json-out", report),
     )
     assert code == 0 and "top1" in out
@@ -353,7 +354,7 @@ def test_eval_probe_reports_what_a_direct_probe_of_the_same_splits_gives(
     assert metrics["num_train_images"] == NUM_IMAGES - HOLDOUT and metrics["num_val_images"] == HOLDOUT
 
     def probe_directly(pool: str) -> dict[str, float]:
-        splits = [DataSplit(str(shard), name, HOLDOUT, 0) for name in ("train", "val")]
+        splits = [DataSplit(str(labelled_shard), name, HOLDOUT, 0) for name in ("train", "val")]
         config = LinearProbeConfig(epochs=20, lr=0.01, seed=3)
         return probe_tokenizer(TiTok.from_pretrained(tokenizer_dir), *splits, pool, config, progress=False)
 
@@ -365,7 +366,9 @@ def test_eval_probe_reports_what_a_direct_probe_of_the_same_splits_gives(
         "the pooling must matter, or this comparison says nothing about --pool"
     )
 
-    code, _, err = run(capsys, "eval", "probe", "--model", tokenizer_dir, "--data", shard, "--pool", "max")
+    code, _, err = run(
+        capsys, "eval", "probe", "--model", tokenizer_dir, "--data", labelled_shard, "--pool", "max"
+    )
     assert code == 2 and "--pool" in err
 
 
@@ -386,7 +389,7 @@ def test_bench_prints_images_per_second(capsys, tmp_path: Path, tokenizer_dir: P
 
 
 def test_inception_without_weights_offline_names_the_url_and_the_path(
-    capsys, monkeypatch, tmp_path: Path, shard: Path, tokenizer_dir: Path
+    capsys, monkeypatch, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
@@ -396,8 +399,8 @@ def test_inception_without_weights_offline_names_the_url_and_the_path(
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     target = str(fid_weights_cache_path())
     assert target.startswith(str(tmp_path))
-    stats = ("eval", "reference-stats", "--data", shard, "--out", tmp_path / "r.npz")
-    reconstruction = ("eval", "reconstruction", "--model", tokenizer_dir, "--data", shard)
+    stats = ("eval", "reference-stats", "--data", labelled_shard, "--out", tmp_path / "r.npz")
+    reconstruction = ("eval", "reconstruction", "--model", tokenizer_dir, "--data", labelled_shard)
     for args in (stats, (*stats, "--no-download"), reconstruction):
         code, _, err = run(capsys, *args)
         assert code == 2, args
@@ -407,11 +410,15 @@ def test_inception_without_weights_offline_names_the_url_and_the_path(
     assert not (tmp_path / "r.npz").exists()
 
 
-def test_bad_options_exit_with_code_2(capsys, tmp_path: Path, shard: Path, tokenizer_dir: Path) -> None:
+def test_bad_options_exit_with_code_2(
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path
+) -> None:
     generation = ("eval", "generation", "--model", tokenizer_dir, "--generator", "tiny", "--num", "2")
     code, _, err = run(capsys, *generation)
     assert code == 2 and "--ref-stats" in err
-    code, _, err = run(capsys, "eval", "reconstruction", "--data", shard, "--split", "test", "--no-fid")
+    code, _, err = run(
+        capsys, "eval", "reconstruction", "--data", labelled_shard, "--split", "test", "--no-fid"
+    )
     assert code == 2 and "--split" in err
     code, _, err = run(capsys, *generation, "--ref-stats", tmp_path / "none.npz", "--feature-net", tmp_path)
     assert code == 2 and "classifier folder" in err
