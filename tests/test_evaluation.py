@@ -44,8 +44,8 @@ HOLDOUT = 16
 
 @pytest.fixture(scope="module")
 def labelled_shard(tmp_path_factory, imagenette: Path) -> Path:
-    """The first 48 labelled Imagenette samples as one WebDataset shard (the evaluation tests' own, beside the
-    training tests' 8-image `shard`)."""
+    """The first 48 labelled Imagenette samples as one WebDataset shard (these tests' own, beside
+    the training tests' 8-image ``shard``)."""
     path = tmp_path_factory.mktemp("data") / "nette-0000.tar"
     with tarfile.open(imagenette / "train-0000.tar") as src, tarfile.open(path, "w") as dst:
         for member in src.getmembers()[: 2 * NUM_IMAGES]:  # <key>.cls, <key>.jpg pairs
@@ -175,7 +175,7 @@ def test_eval_reconstruction_against_reference_statistics(
     direct_m, file_payload = json.loads(direct.read_text())["metrics"], json.loads(with_file.read_text())
     assert file_payload["reference"] == {"file": str(stats)}
     assert file_payload["metrics"][f"rFID[{NET}]"] == pytest.approx(direct_m[f"rFID[{NET}]"], rel=1e-6)
-    # statistics of the whole labelled_shard instead: another reference, another figure
+    # statistics of the whole shard instead: another reference, another figure
     whole = tmp_path / "all.npz"
     run(
         capsys,
