@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tarfile
 import urllib.error
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pytest
 import torch
 import typer
 
+from tests.synthetic_data import write_tar
+from tests.training_runs import copy_samples
 from titok import TiTok
 from titok.cli import main
 from titok.cli.train import train_classifier_command
@@ -47,10 +48,7 @@ def labelled_shard(tmp_path_factory, imagenette: Path) -> Path:
     """The first 48 labelled Imagenette samples as one WebDataset shard (these tests' own, beside
     the training tests' 8-image ``shard``)."""
     path = tmp_path_factory.mktemp("data") / "nette-0000.tar"
-    with tarfile.open(imagenette / "train-0000.tar") as src, tarfile.open(path, "w") as dst:
-        for member in src.getmembers()[: 2 * NUM_IMAGES]:  # <key>.cls, <key>.jpg pairs
-            dst.addfile(member, src.extractfile(member))
-    return path
+    return write_tar(path, copy_samples(imagenette / "train-0000.tar", NUM_IMAGES))
 
 
 @pytest.fixture(scope="module")
