@@ -143,3 +143,14 @@ def test_a_huge_png_is_refused_and_a_huge_jpeg_shrunk(tmp_path: Path) -> None:
     Image.new("RGB", (3000, 2000), (9, 9, 9)).save(jpg)
     small = open_image(jpg, max_pixels=2_000_000)
     assert small.size[0] * small.size[1] <= 2_000_000 and small.size[0] >= 1000
+
+
+def test_a_read_only_numpy_image_is_copied_without_a_warning() -> None:
+    import warnings
+
+    array = np.asarray(Image.new("RGB", (20, 16), (255, 0, 0)))
+    assert not array.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns once per process on a non-writable array
+        batch = to_batch(array, 16)
+    assert batch.shape == (1, 3, 16, 16) and torch.allclose(batch[0, 0], torch.ones(16, 16))

@@ -166,7 +166,10 @@ def _from_numpy(a: np.ndarray) -> torch.Tensor:
     a = a[..., :3] if a.shape[-1] != 1 else np.repeat(a, 3, axis=-1)
     if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
         raise ImageError(f"expected a uint8 or float numpy image, got dtype {a.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # a read-only view (np.asarray of a PIL image): torch wants its own copy
+        a = a.copy()
+    t = torch.from_numpy(a)
     return t.permute(2, 0, 1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
 
 
