@@ -11,12 +11,12 @@ section is written down with its error and the next one runs):
   float32 and on the device, in float32 with TF32 off and again in bfloat16: token agreement of
   ``encode``, max/mean abs difference of ``decode`` (the same tokens on both) and of the
   generator's logits (the same input);
+* ``training`` (:mod:`gpu_speed`): stage-1 training images/s through the real engine
+  (Accelerate, the recipe's batch and mixed precision) on a synthetic shard, SDPA on and off;
 * ``speed`` (:mod:`gpu_speed`): generation samples/s at the published settings (8 steps,
   guidance 4.5 linear) at the largest batch that fits, against the paper's figure; encode and
   decode images/s in bfloat16; each with ``torch.compile`` off and on and SDPA's fused kernels on
-  and off (the math kernel);
-* ``training`` (:mod:`gpu_speed`): stage-1 training images/s through the real engine
-  (Accelerate, the recipe's batch and mixed precision) on a synthetic shard, SDPA on and off.
+  and off (the math kernel), the compiled variants last.
 
 Weights are random (speed does not depend on them; agreement on random weights sees more
 near-ties between codes than trained weights would). Data are synthetic: nothing beside the
@@ -27,7 +27,7 @@ repository is needed.
 
 Usage::
 
-    python benchmarks/gpu_check.py [--device cuda] [--tiny] [--sections tests agreement speed training]
+    python benchmarks/gpu_check.py [--device cuda] [--tiny] [--sections tests agreement training speed]
         [--budget-s 450] [--compile-backend inductor] [--out PATH]
 
 Writes ``benchmarks/results/gpu_<device name>.json`` (or ``--out``) after every section.
@@ -53,7 +53,9 @@ from common import RESULTS  # noqa: E402
 from gpu_setup import FULL, ROOT, TINY, Check, build_models, device_facts, device_name, smooth_images  # noqa: E402
 from gpu_speed import generation_and_coding_speed, training_speed  # noqa: E402
 
-SECTIONS = ("tests", "agreement", "speed", "training")
+#: In the order they run: training before speed, whose compiled variants (last) may take what
+#: budget is left.
+SECTIONS = ("tests", "agreement", "training", "speed")
 
 
 # ------------------------------------------------------------------------------------------ tests
