@@ -6,12 +6,14 @@ each k (:func:`titok.evaluation.prefix.prefix_curve`), and, with ``--positions``
 change when one token position is swapped (:func:`titok.evaluation.prefix.position_sensitivity`).
 A fixed-length model is measured at its own K only. Held-out images: the 500 that the recipes hold
 out (seed 0), at 64 px. Prints one JSON line per model, merges them into
-``benchmarks/results/prefix.json`` and, with ``--plot``, draws PSNR against k.
+``benchmarks/results/prefix.json`` and, with ``--plot``, draws PSNR (rFID, probe) against k.
+Each entry records the classifier its rFID was measured with.
 
 Usage::
 
     python benchmarks/bench_prefix.py runs/flex-k32 runs/fixed-k8 --name-prefix screen- \\
         --plot docs/results/prefix/screening.png
+    python benchmarks/bench_prefix.py ENTRY [ENTRY ...] --replot --plot PATH   # entries already measured
 """
 
 from __future__ import annotations
@@ -77,9 +79,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument(
+        "--replot", action="store_true", help="MODELS are entries of the results file: only draw --plot"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
+    if args.replot:
+        missing = [n for n in args.models if n not in results]
+        if missing or args.plot is None:
+            raise SystemExit(f"--replot needs --plot and entries of {args.results}; not there: {missing}")
+        plot({n: results[n] for n in args.models}, args.plot)
+        return
     images = None
     names = []
     net = reference = None
@@ -109,6 +120,7 @@ def main() -> None:
             "heldout_images": len(images),
             "settings": settings,
             "forced": not model.config.variable_length and len(lengths) > 1,
+            "classifier": None if args.classifier is None else str(args.classifier),
             "curve": prefix_curve(model, images, lengths, force_prefix=args.force_prefix),
         }
         if net is not None:
@@ -159,7 +171,8 @@ def main() -> None:
 
 def plot(entries: dict[str, dict], path: Path) -> None:
     """PSNR, rFID and probe top-1 against k: a line per variable-length (or forced) model, stars
-    for fixed-length models at their own K."""
+    for fixed-length models at their own K. rFID only for the entries measured with the classifier
+    most of them used (an rFID of another network is another scale)."""
     import matplotlib
 
     from common import save_figure
@@ -182,12 +195,14 @@ def plot(entries: dict[str, dict], path: Path) -> None:
         key = key_like(prefix)
         if key is not None:
             panels.append((key, label))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharex=True)
+    classifiers = [e.get("classifier") for e in entries.values() if e.get("classifier")]
+    common = max(set(classifiers), key=classifiers.count) if classifiers else None
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         fixed = []
         for name, entry in entries.items():
             rows = [r for r in entry["curve"] if key in r]
-            if not rows:
+            if not rows or (key.startswith("rFID[") and common and entry.get("classifier") != common):
                 continue
             if entry["variable_length"] or entry.get("forced"):
                 style = ":" if entry.get("forced") else "-"
@@ -208,6 +223,8 @@ def plot(entries: dict[str, dict], path: Path) -> None:
             )
         ax.set_xscale("log", base=2)
         ax.set(xlabel="tokens decoded (k)", ylabel=label)
+        if key.startswith("rFID[") and common:
+            ax.set_title(f"classifier: {common}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_figure(fig, path)
