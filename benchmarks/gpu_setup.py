@@ -25,7 +25,7 @@ class Sizes:
     generation_batches: tuple[int, ...]
     coding_batches: tuple[int, ...]
     training_recipe: str
-    training_steps: tuple[int, int]
+    training_steps: tuple[int, int]  # (warm-up steps not counted, steps of the run)
     warmup: int
     runs: int
     tests_timeout_s: int
@@ -33,9 +33,9 @@ class Sizes:
 
 
 FULL = Sizes(
-    "titok-l32", "titok-l32", 4, (512, 256, 128, 64), (256, 128, 64), "titok_l32_stage1", (3, 13), 1, 3, 240
+    "titok-l32", "titok-l32", 4, (512, 256, 128, 64), (256, 128, 64), "titok_l32_stage1", (5, 25), 1, 3, 240
 )
-TINY = Sizes("titok-tiny-32", "tiny", 2, (4, 2), (4, 2), "tiny_stage1", (1, 2), 0, 1, 240, num_steps=2)
+TINY = Sizes("titok-tiny-32", "tiny", 2, (4, 2), (4, 2), "tiny_stage1", (1, 3), 0, 1, 240, num_steps=2)
 
 
 @dataclass
