@@ -5,8 +5,8 @@ marked ``device`` (these, the exact-resume tests and the tiny training runs) wit
 ``cuda``. Each test checks that what it makes lives on that device (outputs, gradients, samples),
 that it is finite, and, for the sampler, that a seed gives the same tokens twice on it.
 
-Training goes wherever Accelerate puts it (a GPU when there is one), in bfloat16 mixed precision
-here: the precision the published recipes' ``fp16`` is most often swapped for.
+Training goes wherever Accelerate puts it (a GPU when there is one), here in bfloat16 mixed
+precision, which runs on CPUs and GPUs alike (the published recipes' ``fp16`` needs a GPU).
 """
 
 from __future__ import annotations
