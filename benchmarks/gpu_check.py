@@ -36,13 +36,14 @@ Writes ``benchmarks/results/gpu_<device name>.json`` (or ``--out``) after every 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,18 @@ def run_tests(check: Check, select: str | None = None) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- agreement
 
 
-def _tf32(enabled: bool) -> tuple[bool, bool]:
+@contextlib.contextmanager
+def _tf32_off(device: torch.device) -> Iterator[None]:
+    """Full float32 matrix products and convolutions on CUDA for the duration (no-op elsewhere)."""
+    if device.type != "cuda":
+        yield
+        return
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
-    return before
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def agreement(check: Check) -> dict[str, Any]:
@@ -125,16 +133,11 @@ def agreement(check: Check) -> dict[str, Any]:
     generator.to(check.device)
     found: dict[str, Any] = {"batch": len(images), "tokenizer": check.sizes.tokenizer}
     for name, dtype in (("float32_tf32_off", torch.float32), ("bfloat16", torch.bfloat16)):
-        before = _tf32(False) if check.device.type == "cuda" else None
-        try:
-            with torch.inference_mode():
-                tokens = tokenizer.encode(images, dtype=dtype).cpu()
-                pixels = tokenizer.decode(ref_tokens.to(check.device), dtype=dtype).float().cpu()
-                with torch.autocast(check.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                    logits = generator(masked.to(check.device), labels.to(check.device)).float().cpu()
-        finally:
-            if before is not None:
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        with _tf32_off(check.device), torch.inference_mode():
+            tokens = tokenizer.encode(images, dtype=dtype).cpu()
+            pixels = tokenizer.decode(ref_tokens.to(check.device), dtype=dtype).float().cpu()
+            with torch.autocast(check.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                logits = generator(masked.to(check.device), labels.to(check.device)).float().cpu()
         found[name] = {
             "token_agreement": (tokens == ref_tokens).float().mean().item(),
             "pixels_max_abs_diff": (pixels - ref_pixels).abs().max().item(),

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,10 @@ from titok.evaluation.throughput import time_call
 PAPER_SAMPLES_PER_SECOND = {"titok-l32": 101.6}
 #: Leave this much of the budget for what follows a variant.
 MARGIN_S = 30.0
+
+
+#: (the first call: generate or encode; decode of what the first call made, once, when built)
+Calls = tuple[Callable[[], Any], Callable[[], Any]]
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -65,16 +70,15 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _largest_batch(
-    check: Check, batches: tuple[int, ...], make: Callable[[int], Callable[[], Any]]
-) -> tuple[int, Callable[[], Any]]:
-    """The first of ``batches`` (largest first) whose call runs without running out of memory."""
+def _largest_batch(check: Check, batches: tuple[int, ...], make: Callable[[int], Calls]) -> tuple[int, Calls]:
+    """The first of ``batches`` (largest first) whose calls run without running out of memory:
+    ``make`` runs the first call (its output feeds the second), then the second is run once."""
     last: BaseException | None = None
     for batch in batches:
         try:
-            fn = make(batch)
-            fn()
-            return batch, fn
+            calls = make(batch)
+            calls[1]()
+            return batch, calls
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -149,8 +153,9 @@ def generation_and_coding_speed(check: Check) -> dict[str, Any]:
             with _attention(attention):
                 if part not in batches:
                     choices = sizes.generation_batches if part == "generation" else sizes.coding_batches
-                    batches[part], _ = _largest_batch(check, choices, lambda b, make=make: make(b)[2])
-                first, decode, _ = make(batches[part])
+                    batches[part], (first, decode) = _largest_batch(check, choices, make)
+                else:
+                    first, decode = make(batches[part])
                 first_s = time_call(first, device, sizes.warmup, sizes.runs)
                 decode_s = time_call(decode, device, sizes.warmup, sizes.runs)
             found[part][name] = _rates(part, batches[part], first_s, decode_s, paper)
@@ -165,11 +170,8 @@ def generation_and_coding_speed(check: Check) -> dict[str, Any]:
     return found
 
 
-Calls = tuple[Callable[[], Any], Callable[[], Any], Callable[[], Any]]
-
-
 def _generation_job(gen: Any, tok: Any, dtype: torch.dtype, num_classes: int) -> Callable[[int], Calls]:
-    """For a batch: (generate, decode of its tokens, both in a row)."""
+    """For a batch: (generate, decode of its tokens)."""
     from titok.evaluation.generation import class_balanced_labels
 
     def make(batch: int) -> Calls:
@@ -177,20 +179,20 @@ def _generation_job(gen: Any, tok: Any, dtype: torch.dtype, num_classes: int) ->
         generate = lambda: gen.generate(labels, seed=0, dtype=dtype)  # noqa: E731
         tokens = generate()
         decode = lambda: tok.decode(tokens, batch_size=batch, dtype=dtype)  # noqa: E731
-        return generate, decode, lambda: tok.decode(generate(), batch_size=batch, dtype=dtype)
+        return generate, decode
 
     return make
 
 
 def _coding_job(tok: Any, dtype: torch.dtype) -> Callable[[int], Calls]:
-    """For a batch: (encode of images, decode of their tokens, both in a row)."""
+    """For a batch: (encode of images, decode of their tokens)."""
 
     def make(batch: int) -> Calls:
         images = smooth_images(batch, tok.config.image_size, seed=3).to(tok.device)
         encode = lambda: tok.encode(images, batch_size=batch, dtype=dtype)  # noqa: E731
         tokens = encode()
         decode = lambda: tok.decode(tokens, batch_size=batch, dtype=dtype)  # noqa: E731
-        return encode, decode, lambda: tok.decode(encode(), batch_size=batch, dtype=dtype)
+        return encode, decode
 
     return make
 
@@ -198,7 +200,7 @@ def _coding_job(tok: Any, dtype: torch.dtype) -> Callable[[int], Calls]:
 def _rates(
     part: str, batch: int, first_s: list[float], decode_s: list[float], paper: float | None
 ) -> dict[str, Any]:
-    t_first, t_decode = _median(first_s), _median(decode_s)
+    t_first, t_decode = statistics.median(first_s), statistics.median(decode_s)
     if part == "coding":
         return {
             "status": "ok",
@@ -219,10 +221,6 @@ def _rates(
     if paper:
         rates["ratio_to_paper"] = rates["samples_per_second"] / paper
     return rates
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 # ------------------------------------------------------------------------------------ training
@@ -315,7 +313,7 @@ def training_speed(check: Check) -> dict[str, Any]:
                 "warmup_steps": short,
                 "run_seconds": seconds,
                 "images_per_second_by_step": rates,
-                "images_per_second": _median(rates),
+                "images_per_second": statistics.median(rates),
             }
         except Exception as exc:
             found[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:1000]}
