@@ -46,8 +46,8 @@ class Check:
     sizes: Sizes
     deadline: float
     out: Path
+    work: Path  # scratch folder (training runs, the synthetic shard)
     compile_backend: str = "inductor"
-    work: Path = field(default_factory=lambda: ROOT / "runs" / "gpu-check")
     results: dict[str, Any] = field(default_factory=dict)
 
     def seconds_left(self) -> float:
