@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -45,7 +44,7 @@ def run_models(run: Path, start: str | None = None) -> tuple[dict, list[tuple[in
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     base = TiTok.from_pretrained(start or recipe["init_from"])
     overrides = {k: v for k, v in (recipe.get("model") or {}).items() if k != "preset"}
-    config = dataclasses.replace(base.config, **overrides)
+    config = base.config.updated(**overrides)
     models = [(0, base)]
     for folder in list_checkpoints(run):
         model = TiTok(config)

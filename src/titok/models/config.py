@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from titok.errors import ConfigError
 from titok.models.vqgan import VQGANConfig
@@ -15,7 +15,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "large": (1024, 24, 16),
 }
 
-DECODER_HEADS = ("proxy", "vqgan", "pixels")
+DECODER_HEADS = ("proxy", "vqgan", "pixels", "conv")
 QUANTIZE_MODES = ("vq", "vae")
 HIDDEN_TAILS = ("remove", "token")
 
@@ -36,11 +36,14 @@ class TiTokConfig:
         use_l2_norm: match latents to codes by cosine (l2-normalised codes), VQ only.
         commitment_cost: beta of the VQ commitment loss.
         decoder_head: "proxy" (stage 1: logits over the proxy codebook), "vqgan" (stage 2:
-            softmax-weighted proxy codebook into a VQGAN pixel decoder) or "pixels" (direct).
+            softmax-weighted proxy codebook into a VQGAN pixel decoder), "pixels" (each patch
+            written by one linear head) or "conv" (not in the authors' models: the patch outputs
+            projected to ``pixel_decoder.z_channels`` and upsampled by the VQGAN decoder, with no
+            codebook between; a decoder with no patch period, for decoder fine-tuning).
         num_proxy_codes: proxy (VQGAN) codebook size for "proxy" and "vqgan" heads.
         legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
         pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
-            ``num_proxy_codes`` x ``z_channels``).
+            ``num_proxy_codes`` x ``z_channels``) and the "conv" head.
         dead_code_threshold: 0 (the authors' quantizer) or restart codes whose running usage falls
             below it on latents of the current batch, VQ only; this also initialises the codebook
             from the encoder's outputs at the first step. Not in the authors' models: it keeps a
@@ -134,11 +137,40 @@ class TiTokConfig:
             w, h = getattr(self, f"{side}_width"), getattr(self, f"{side}_heads")
             if w % h:
                 raise ConfigError(f"{side}_width {w} is not divisible by {side}_heads {h}")
-        if self.decoder_head == "vqgan" and self.pixel_decoder.downsample_factor != self.patch_size:
+        if self.decoder_head in ("vqgan", "conv") and self.pixel_decoder.downsample_factor != self.patch_size:
             raise ConfigError(
                 f"pixel_decoder upsamples by {self.pixel_decoder.downsample_factor} but patch_size is "
-                f"{self.patch_size}: they must be equal for the 'vqgan' head"
+                f"{self.patch_size}: they must be equal for the {self.decoder_head!r} head"
             )
+        if self.decoder_head in ("vqgan", "conv"):
+            for name in ("hidden_channels", "z_channels"):
+                if getattr(self.pixel_decoder, name) < 1:
+                    raise ConfigError(
+                        f"pixel_decoder.{name} must be >= 1, got {getattr(self.pixel_decoder, name)}"
+                    )
+            widths = [self.pixel_decoder.hidden_channels * m for m in self.pixel_decoder.channel_mult]
+            if any(w % 32 for w in widths):
+                raise ConfigError(
+                    f"pixel_decoder: hidden_channels x channel_mult gives {widths} channels; each must be a "
+                    "multiple of 32 (its GroupNorm has 32 groups)"
+                )
+
+    def updated(self, **overrides: object) -> TiTokConfig:
+        """A copy with ``overrides`` applied; a mapping for ``pixel_decoder`` updates its fields
+        (``{"hidden_channels": 32}`` keeps the rest). Raises :class:`ConfigError` for an unknown
+        field or an inconsistent result."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown tokenizer config field(s) {unknown}")
+        pixel = overrides.get("pixel_decoder")
+        if isinstance(pixel, dict):
+            current = self.pixel_decoder.to_dict()
+            bad = sorted(set(pixel) - set(current))
+            if bad:
+                raise ConfigError(f"unknown pixel_decoder field(s) {bad}: expected some of {sorted(current)}")
+            overrides = {**overrides, "pixel_decoder": VQGANConfig.from_dict({**current, **pixel})}
+        return replace(self, **overrides)
 
     @property
     def grid_size(self) -> int:

@@ -82,9 +82,10 @@ class TiTok(nn.Module):
             c.decoder_heads,
             c.num_latent_tokens,
             c.token_size,
-            head="pixels" if c.decoder_head == "pixels" else "proxy",
+            head=c.decoder_head if c.decoder_head in ("pixels", "conv") else "proxy",
             num_proxy_codes=c.num_proxy_codes,
             hidden_tail=c.hidden_tail,
+            feature_channels=c.pixel_decoder.z_channels,
         )
         self.apply(lambda m: _init_weights(m, c.init_std))
         if c.decoder_embed_init_std is not None:
@@ -111,6 +112,7 @@ class TiTok(nn.Module):
             self.pixel_quantize = VectorQuantizer(
                 c.num_proxy_codes, c.pixel_decoder.z_channels, use_l2_norm=False
             )
+        if c.decoder_head in ("vqgan", "conv"):
             self.pixel_decoder = VQGANDecoder(c.pixel_decoder)
         self.refiner = ConvRefiner(c.refine_channels) if c.refine_channels else None
 
@@ -180,7 +182,8 @@ class TiTok(nn.Module):
 
         Proxy-code logits (B, num_proxy_codes, g, g) for the "proxy" head; otherwise pixels
         (B, 3, H, W), not clamped. The "vqgan" head softmax-weights the proxy codebook per patch
-        and runs the VQGAN decoder on the result. ``lengths`` (B,): decode only the first
+        and runs the VQGAN decoder on the result; the "conv" head runs it on the projected patch
+        outputs. ``lengths`` (B,): decode only the first
         ``lengths[i]`` tokens of sample i (training on prefixes, see :mod:`titok.training.prefix`).
         """
         out = self.decoder(quantized, lengths)
@@ -189,6 +192,8 @@ class TiTok(nn.Module):
                 "nchw,cd->ndhw", out.float().softmax(dim=1), self.pixel_quantize.embedding.weight.float()
             )
             out = self.pixel_decoder(codes.to(out.dtype))
+        elif self.config.decoder_head == "conv":
+            out = self.pixel_decoder(out)
         elif self.refiner is not None:
             out = self.refiner(out)
         return out

@@ -114,6 +114,19 @@ class PixelHead(nn.Module):
         self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
 
 
+class ConvFeatureHead(nn.Module):
+    """Patch outputs projected for a convolutional pixel decoder: 1x1 conv to ``channels``.
+
+    (B, D, g, g) -> (B, channels, g, g); the "conv" head of :class:`titok.TiTok` upsamples this
+    to pixels with a :class:`titok.models.vqgan.VQGANDecoder`.
+    """
+
+    def __init__(self, width: int, channels: int) -> None:
+        super().__init__()
+        self.ffn = nn.Conv2d(width, channels, 1)
+        self.conv_out = nn.Identity()
+
+
 class TiTokDecoder(nn.Module):
     """Tokens (B, K, C) -> head output over the patch grid.
 
@@ -122,9 +135,11 @@ class TiTokDecoder(nn.Module):
         width, depth, num_heads: transformer size.
         num_latent_tokens: K.
         token_size: channels C of each input token.
-        head: "proxy" (logits over ``num_proxy_codes``, (B, num_proxy_codes, g, g)) or
-            "pixels" ((B, 3, H, W)).
+        head: "proxy" (logits over ``num_proxy_codes``, (B, num_proxy_codes, g, g)), "pixels"
+            ((B, 3, H, W)) or "conv" (features for a convolutional decoder, (B, feature_channels,
+            g, g)).
         num_proxy_codes: proxy codebook size for the "proxy" head.
+        feature_channels: output channels of the "conv" head.
         hidden_tail: how a prefix of k < K tokens is decoded. "remove": the tail positions are
             absent (a shorter input, or hidden from attention when the prefix length varies within
             a batch); "token": each of them holds a learned ``tail_token`` (plus its positional
@@ -143,6 +158,7 @@ class TiTokDecoder(nn.Module):
         head: str = "pixels",
         num_proxy_codes: int = 1024,
         hidden_tail: str = "remove",
+        feature_channels: int = 64,
     ) -> None:
         super().__init__()
         if image_size % patch_size:
@@ -164,14 +180,16 @@ class TiTokDecoder(nn.Module):
             parts: nn.Module = ProxyCodeHead(width, num_proxy_codes)
         elif head == "pixels":
             parts = PixelHead(width, patch_size)
+        elif head == "conv":
+            parts = ConvFeatureHead(width, feature_channels)
         else:
-            raise ValueError(f"unknown decoder head {head!r}: expected 'proxy' or 'pixels'")
+            raise ValueError(f"unknown decoder head {head!r}: expected 'proxy', 'pixels' or 'conv'")
         # The head's layers sit directly on the decoder, under the authors' names.
         self.ffn = parts.ffn
         self.conv_out = parts.conv_out
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, k, C), 1 <= k <= K -> (B, num_proxy_codes, g, g) logits or (B, 3, H, W) pixels.
+        """tokens (B, k, C), 1 <= k <= K -> the head's output (logits, pixels or features).
 
         ``lengths`` (B,) (training with prefixes): decode only the first ``lengths[i]`` tokens of
         sample i; the others are hidden as ``hidden_tail`` says. None: all k tokens are read.

@@ -8,7 +8,9 @@ trained with L2 + perceptual + GAN losses (:mod:`titok.training.tasks.adversaria
 ``init_from`` that already has the "vqgan" head continues its stage-2 training and needs no
 teacher. One with the "pixels" head (a single-stage model such as the built-in ``imagenette64``)
 has its ViT decoder fine-tuned to pixels the same way: the paper's "decoder fine-tuning", its
-tokens unchanged; ``model.refine_channels`` adds a convolutional refinement after the head.
+tokens unchanged; ``model.refine_channels`` adds a convolutional refinement after the head, and
+``model.decoder_head: conv`` replaces its linear pixel head by a freshly initialised
+convolutional decoder (``model.pixel_decoder``), which has no patch period.
 """
 
 from __future__ import annotations
@@ -56,6 +58,27 @@ def with_new_parts(model: TiTok, state: dict[str, torch.Tensor]) -> dict[str, to
     return state
 
 
+#: Decoder-head swaps that decoder fine-tuning can make: (head of ``init_from``, new head).
+HEAD_SWAPS = {("pixels", "conv")}
+
+#: The parameters of each head that a swap replaces by fresh ones.
+HEAD_PARTS = ("decoder.ffn.", "decoder.conv_out.", "refiner.", "pixel_decoder.", "pixel_quantize.")
+
+
+def swap_head(model: TiTok, state: dict[str, torch.Tensor], old_head: str) -> dict[str, torch.Tensor]:
+    """``state`` (of a model with ``old_head``) with its head's parameters replaced by ``model``'s
+    freshly initialised ones; everything before the head (the ViT decoder) is kept.
+
+    Raises :class:`ConfigError` for a swap not in :data:`HEAD_SWAPS`."""
+    new_head = model.config.decoder_head
+    if (old_head, new_head) not in HEAD_SWAPS:
+        swaps = ", ".join(f"{a} -> {b}" for a, b in sorted(HEAD_SWAPS))
+        raise ConfigError(f"decoder_head {old_head!r} cannot become {new_head!r} (possible: {swaps})")
+    kept = {k: v for k, v in state.items() if not k.startswith(HEAD_PARTS)}
+    fresh = {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(HEAD_PARTS)}
+    return {**kept, **fresh}
+
+
 class Stage2Task(TiTokPixelTask):
     """Trains the decoder side of a stage-1 TiTok to pixels."""
 
@@ -95,8 +118,20 @@ class Stage2Task(TiTokPixelTask):
         else:  # "vqgan" (stage 2 continued) or "pixels" (decoder fine-tuning of a single-stage model)
             model = init
             if overrides:
-                model = TiTok(dataclasses.replace(init.config, **overrides))
-                load_strict(model, with_new_parts(model, init.state_dict()), str(recipe.init_from))
+                try:
+                    cfg = init.config.updated(**overrides)
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"{recipe.source}: model overrides do not fit {recipe.init_from}: {exc}"
+                    ) from None
+                model = TiTok(cfg)
+                state = init.state_dict()
+                if cfg.decoder_head != head:
+                    try:
+                        state = swap_head(model, state, head)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{recipe.source}: {exc}") from None
+                load_strict(model, with_new_parts(model, state), str(recipe.init_from))
         freeze_tokenizer(model)
         self.image_size = model.config.image_size
         return model

@@ -1,0 +1,147 @@
+"""The "conv" decoder head: the ViT decoder's patch outputs upsampled by a convolutional decoder,
+and decoder fine-tuning that swaps a trained model's linear pixel head for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from titok.errors import ConfigError
+from titok.models.classifier import Classifier, ClassifierConfig
+from titok.models.config import TiTokConfig
+from titok.models.titok import TiTok
+from titok.models.vqgan import VQGANConfig
+from titok.training import load_recipe, make_task, train
+from titok.training.tasks.stage2 import swap_head
+
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
+# Upsampling by 4 (two levels) with 32 and 64 channels: the smallest widths its GroupNorm allows.
+PIXEL_DECODER = VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=32, num_res_blocks=1, z_channels=16)
+
+
+def _config(**overrides: object) -> TiTokConfig:
+    base = dict(
+        image_size=16, patch_size=4, encoder_width=32, encoder_depth=1, encoder_heads=2,
+        decoder_width=32, decoder_depth=1, decoder_heads=2, num_latent_tokens=4,
+        codebook_size=16, decoder_head="conv", pixel_decoder=PIXEL_DECODER,
+    )  # fmt: skip
+    return TiTokConfig(**{**base, **overrides})
+
+
+def test_conv_head_decodes_pixels_and_prefixes() -> None:
+    model = TiTok(_config(variable_length=True)).eval()
+    images = torch.rand(3, 3, 16, 16)
+    assert model(images).decoded.shape == (3, 3, 16, 16)
+    tokens = model.encode(images)
+    for k in (1, 2, 4):
+        out = model.decode(tokens[:, :k])
+        assert out.shape == (3, 3, 16, 16) and out.min() >= 0 and out.max() <= 1
+    assert model.decoder.ffn.out_channels == PIXEL_DECODER.z_channels
+    assert "pixel_quantize.embedding.weight" not in model.state_dict(), "the conv head has no codebook"
+
+
+def test_conv_head_paints_no_patch_texture_on_a_flat_input() -> None:
+    """The property it exists for: patch features that are all equal give an image with no
+    period (the linear pixel head gives the same 8x8 pattern in every patch)."""
+    torch.manual_seed(0)
+    conv = TiTok(_config()).eval()
+    pixels = TiTok(_config(decoder_head="pixels")).eval()
+    # One feature vector at every patch of a 24x24 grid (96 px), read away from the borders,
+    # which the convolutions' zero padding reaches about 30 px into.
+    flat = torch.randn(1, 32, 1, 1).expand(1, 32, 24, 24)
+    with torch.no_grad():
+        conv_out = conv.pixel_decoder(conv.decoder.ffn(flat))[0]
+        pixel_out = pixels.decoder.conv_out(pixels.decoder.ffn(flat))[0]
+    inner = (slice(None), slice(40, 56), slice(40, 56))
+    assert conv_out[inner].std(dim=(1, 2)).max() < 1e-5
+    assert pixel_out[inner].std(dim=(1, 2)).max() > 1e-3
+
+
+def test_conv_head_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="upsamples by 8 but patch_size is 4"):
+        _config(pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2, 2), hidden_channels=32))
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        _config(pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=24))
+    with pytest.raises(ConfigError, match="refine_channels"):
+        _config(refine_channels=8)
+
+
+def test_swap_head_keeps_the_vit_decoder_and_replaces_only_the_head() -> None:
+    old = TiTok(_config(decoder_head="pixels", refine_channels=4))
+    new = TiTok(_config())
+    state = swap_head(new, old.state_dict(), "pixels")
+    new.load_state_dict(state)  # strict: every key of the new model, nothing else
+    for name, value in old.state_dict().items():
+        if name.startswith(("encoder.", "quantize.", "decoder.transformer.", "decoder.decoder_embed.")):
+            assert torch.equal(state[name], value), name
+    assert not any(k.startswith("refiner.") for k in state)
+    with pytest.raises(ConfigError, match="'conv' cannot become 'pixels'"):
+        swap_head(old, new.state_dict(), "conv")
+
+
+def test_stage2_swaps_a_trained_pixel_head_for_the_conv_head(pictures: Path, tmp_path: Path) -> None:
+    start = TiTok(_config(decoder_head="pixels", pixel_decoder=VQGANConfig()))
+    start_dir = start.save_pretrained(tmp_path / "start")
+    net = Classifier(ClassifierConfig(name="tiny", image_size=16, widths=(8, 16), num_classes=2))
+    net_dir = net.save_pretrained(tmp_path / "net")
+    recipe = load_recipe(
+        RECIPES / "imagenette64_finetune.yaml",
+        [
+            f"init_from={start_dir}",
+            f"data.train={pictures}",
+            "data.image_size=16",
+            "data.holdout=0",
+            "data.augment=false",
+            "model.refine_channels=0",
+            "model.decoder_head=conv",
+            "model.pixel_decoder.channel_mult=[1,1,2]",
+            "model.pixel_decoder.hidden_channels=32",
+            "model.pixel_decoder.z_channels=16",
+            f"losses.perceptual_network={net_dir}",
+            "losses.discriminator_start=2",
+            "training.batch_size=4",
+            "training.max_train_steps=4",
+            "lr_scheduler.warmup_steps=1",
+            "experiment.progress_bar=false",
+            "experiment.image_every=0",
+            "experiment.log_every=1",
+            "experiment.save_every=4",
+        ],
+        mode="stage2",
+    )
+    result = train(make_task(recipe), output_dir=tmp_path / "run")
+    end = TiTok.from_pretrained(result.export_dir)
+    assert end.config.decoder_head == "conv" and end.config.pixel_decoder.channel_mult == (1, 1, 2)
+    assert end.config.pixel_decoder.num_res_blocks == VQGANConfig().num_res_blocks  # the rest kept
+    before, after = start.state_dict(), end.state_dict()
+    for name, value in before.items():
+        if name.startswith(("encoder.", "quantize.", "latent_tokens")):
+            assert torch.equal(after[name], value), f"frozen {name} changed"
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(start.eval().encode(images), end.eval().encode(images)), "the tokens changed"
+    assert end.reconstruct(images).shape == (2, 3, 16, 16)
+
+
+def test_stage2_refuses_a_head_swap_it_cannot_make(pictures: Path, tmp_path: Path) -> None:
+    start_dir = TiTok(_config()).save_pretrained(tmp_path / "start")
+    recipe = load_recipe(
+        RECIPES / "imagenette64_finetune.yaml",
+        [f"init_from={start_dir}", f"data.train={pictures}", "model.decoder_head=pixels"],
+        mode="stage2",
+    )
+    with pytest.raises(ConfigError, match="'conv' cannot become 'pixels'"):
+        make_task(recipe).build_model(None)  # type: ignore[arg-type]
+
+
+def test_config_updated_merges_a_partial_pixel_decoder_and_names_unknown_fields() -> None:
+    base = _config()
+    new = base.updated(pixel_decoder={"hidden_channels": 64}, num_latent_tokens=8)
+    assert new.pixel_decoder.hidden_channels == 64 and new.num_latent_tokens == 8
+    assert new.pixel_decoder.channel_mult == PIXEL_DECODER.channel_mult  # the rest kept
+    assert base.pixel_decoder.hidden_channels == 32  # a copy
+    with pytest.raises(ConfigError, match=r"unknown tokenizer config field\(s\) \['tokens'\]"):
+        base.updated(tokens=3)
+    with pytest.raises(ConfigError, match=r"unknown pixel_decoder field\(s\) \['width'\]"):
+        base.updated(pixel_decoder={"width": 3})
