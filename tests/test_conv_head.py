@@ -1,4 +1,4 @@
-"""The "conv" decoder head: the ViT decoder's patch outputs upsampled by a convolutional decoder,
+"""The "conv" decoder head: the ViT decoder's patch outputs upsampled to pixels by convolutions,
 and decoder fine-tuning that swaps a trained model's linear pixel head for it."""
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from titok.training import load_recipe, make_task, train
 from titok.training.tasks.stage2 import swap_head
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
-# Upsampling by 4 (two levels) with 32 and 64 channels: the smallest widths its GroupNorm allows.
-PIXEL_DECODER = VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=32, num_res_blocks=1, z_channels=16)
+CONV_CHANNELS = (16, 8)  # two 2x upsamplings: patch_size 4
 
 
 def _config(**overrides: object) -> TiTokConfig:
     base = dict(
         image_size=16, patch_size=4, encoder_width=32, encoder_depth=1, encoder_heads=2,
         decoder_width=32, decoder_depth=1, decoder_heads=2, num_latent_tokens=4,
-        codebook_size=16, decoder_head="conv", pixel_decoder=PIXEL_DECODER,
+        codebook_size=16, decoder_head="conv", conv_channels=CONV_CHANNELS,
     )  # fmt: skip
     return TiTokConfig(**{**base, **overrides})
 
@@ -38,8 +37,8 @@ def test_conv_head_decodes_pixels_and_prefixes() -> None:
     for k in (1, 2, 4):
         out = model.decode(tokens[:, :k])
         assert out.shape == (3, 3, 16, 16) and out.min() >= 0 and out.max() <= 1
-    assert model.decoder.ffn.out_channels == PIXEL_DECODER.z_channels
-    assert "pixel_quantize.embedding.weight" not in model.state_dict(), "the conv head has no codebook"
+    assert model.decoder.ffn.out_channels == CONV_CHANNELS[0]
+    assert not any(k.startswith(("pixel_decoder.", "pixel_quantize.")) for k in model.state_dict())
 
 
 def test_conv_head_paints_no_patch_texture_on_a_flat_input() -> None:
@@ -49,10 +48,10 @@ def test_conv_head_paints_no_patch_texture_on_a_flat_input() -> None:
     conv = TiTok(_config()).eval()
     pixels = TiTok(_config(decoder_head="pixels")).eval()
     # One feature vector at every patch of a 24x24 grid (96 px), read away from the borders,
-    # which the convolutions' zero padding reaches about 30 px into.
+    # which the convolutions' zero padding reaches about 20 px into.
     flat = torch.randn(1, 32, 1, 1).expand(1, 32, 24, 24)
     with torch.no_grad():
-        conv_out = conv.pixel_decoder(conv.decoder.ffn(flat))[0]
+        conv_out = conv.upsampler(conv.decoder.ffn(flat))[0]
         pixel_out = pixels.decoder.conv_out(pixels.decoder.ffn(flat))[0]
     inner = (slice(None), slice(40, 56), slice(40, 56))
     assert conv_out[inner].std(dim=(1, 2)).max() < 1e-5
@@ -60,10 +59,12 @@ def test_conv_head_paints_no_patch_texture_on_a_flat_input() -> None:
 
 
 def test_conv_head_config_is_checked() -> None:
-    with pytest.raises(ConfigError, match="upsamples by 8 but patch_size is 4"):
-        _config(pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2, 2), hidden_channels=32))
+    with pytest.raises(ConfigError, match="upsample by 8 but patch_size is 4"):
+        _config(conv_channels=(16, 8, 8))
+    with pytest.raises(ConfigError, match="one positive width"):
+        _config(conv_channels=(16, 0))
     with pytest.raises(ConfigError, match="multiple of 32"):
-        _config(pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=24))
+        _config(decoder_head="vqgan", pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=24))
     with pytest.raises(ConfigError, match="refine_channels"):
         _config(refine_channels=8)
 
@@ -82,7 +83,7 @@ def test_swap_head_keeps_the_vit_decoder_and_replaces_only_the_head() -> None:
 
 
 def test_stage2_swaps_a_trained_pixel_head_for_the_conv_head(pictures: Path, tmp_path: Path) -> None:
-    start = TiTok(_config(decoder_head="pixels", pixel_decoder=VQGANConfig()))
+    start = TiTok(_config(decoder_head="pixels", conv_channels=(64, 32, 32)))
     start_dir = start.save_pretrained(tmp_path / "start")
     net = Classifier(ClassifierConfig(name="tiny", image_size=16, widths=(8, 16), num_classes=2))
     net_dir = net.save_pretrained(tmp_path / "net")
@@ -96,9 +97,7 @@ def test_stage2_swaps_a_trained_pixel_head_for_the_conv_head(pictures: Path, tmp
             "data.augment=false",
             "model.refine_channels=0",
             "model.decoder_head=conv",
-            "model.pixel_decoder.channel_mult=[1,1,2]",
-            "model.pixel_decoder.hidden_channels=32",
-            "model.pixel_decoder.z_channels=16",
+            "model.conv_channels=[16,8]",
             f"losses.perceptual_network={net_dir}",
             "losses.discriminator_start=2",
             "training.batch_size=4",
@@ -113,12 +112,13 @@ def test_stage2_swaps_a_trained_pixel_head_for_the_conv_head(pictures: Path, tmp
     )
     result = train(make_task(recipe), output_dir=tmp_path / "run")
     end = TiTok.from_pretrained(result.export_dir)
-    assert end.config.decoder_head == "conv" and end.config.pixel_decoder.channel_mult == (1, 1, 2)
-    assert end.config.pixel_decoder.num_res_blocks == VQGANConfig().num_res_blocks  # the rest kept
+    assert end.config.decoder_head == "conv" and end.config.conv_channels == (16, 8)
     before, after = start.state_dict(), end.state_dict()
     for name, value in before.items():
         if name.startswith(("encoder.", "quantize.", "latent_tokens")):
             assert torch.equal(after[name], value), f"frozen {name} changed"
+    assert any(not torch.equal(after[n], before[n]) for n in before if n.startswith("decoder.transformer."))
+    assert "upsampler.conv_out.weight" in after and "decoder.conv_out.weight" not in after
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(start.eval().encode(images), end.eval().encode(images)), "the tokens changed"
     assert end.reconstruct(images).shape == (2, 3, 16, 16)
@@ -136,11 +136,11 @@ def test_stage2_refuses_a_head_swap_it_cannot_make(pictures: Path, tmp_path: Pat
 
 
 def test_config_updated_merges_a_partial_pixel_decoder_and_names_unknown_fields() -> None:
-    base = _config()
+    base = _config(decoder_head="vqgan", pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2)))
     new = base.updated(pixel_decoder={"hidden_channels": 64}, num_latent_tokens=8)
     assert new.pixel_decoder.hidden_channels == 64 and new.num_latent_tokens == 8
-    assert new.pixel_decoder.channel_mult == PIXEL_DECODER.channel_mult  # the rest kept
-    assert base.pixel_decoder.hidden_channels == 32  # a copy
+    assert new.pixel_decoder.channel_mult == (1, 1, 2)  # the rest kept
+    assert base.pixel_decoder.hidden_channels == 128  # a copy
     with pytest.raises(ConfigError, match=r"unknown tokenizer config field\(s\) \['tokens'\]"):
         base.updated(tokens=3)
     with pytest.raises(ConfigError, match=r"unknown pixel_decoder field\(s\) \['width'\]"):

@@ -38,12 +38,12 @@ class TiTokConfig:
         decoder_head: "proxy" (stage 1: logits over the proxy codebook), "vqgan" (stage 2:
             softmax-weighted proxy codebook into a VQGAN pixel decoder), "pixels" (each patch
             written by one linear head) or "conv" (not in the authors' models: the patch outputs
-            projected to ``pixel_decoder.z_channels`` and upsampled by the VQGAN decoder, with no
-            codebook between; a decoder with no patch period, for decoder fine-tuning).
+            upsampled to pixels by convolutions, :class:`titok.models.upsampler.ConvUpsampler`;
+            a decoder with no patch period, for decoder fine-tuning).
         num_proxy_codes: proxy (VQGAN) codebook size for "proxy" and "vqgan" heads.
         legacy_layout: the published L-32/B-64/S-128 encoder projection layout (``is_legacy``).
         pixel_decoder: VQGAN architecture behind the "vqgan" head (its codebook is
-            ``num_proxy_codes`` x ``z_channels``) and the "conv" head.
+            ``num_proxy_codes`` x ``z_channels``).
         dead_code_threshold: 0 (the authors' quantizer) or restart codes whose running usage falls
             below it on latents of the current batch, VQ only; this also initialises the codebook
             from the encoder's outputs at the first step. Not in the authors' models: it keeps a
@@ -63,6 +63,8 @@ class TiTokConfig:
         refine_channels: 0 (the authors' models) or the hidden channels of a residual convolutional
             refinement after the "pixels" head (:class:`titok.models.refiner.ConvRefiner`), added
             for decoder fine-tuning; it starts as the identity.
+        conv_channels: widths of the "conv" head after each 2x upsampling, one per factor of 2
+            in ``patch_size`` (the first is also the width of the projected patch outputs).
         decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
             initialisation; None: ``init_std``. Both are knobs for studying how fast a small
             model leaves the mean-image plateau (docs/reproduce.md); larger values did not make
@@ -95,10 +97,12 @@ class TiTokConfig:
     variable_length: bool = False
     hidden_tail: str = "remove"
     refine_channels: int = 0
+    conv_channels: tuple[int, ...] = (64, 32, 32)
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_decoder, dict):
             self.pixel_decoder = VQGANConfig.from_dict(self.pixel_decoder)
+        self.conv_channels = tuple(self.conv_channels)
         self.validate()
 
     def validate(self) -> None:
@@ -137,12 +141,18 @@ class TiTokConfig:
             w, h = getattr(self, f"{side}_width"), getattr(self, f"{side}_heads")
             if w % h:
                 raise ConfigError(f"{side}_width {w} is not divisible by {side}_heads {h}")
-        if self.decoder_head in ("vqgan", "conv") and self.pixel_decoder.downsample_factor != self.patch_size:
+        if self.decoder_head == "vqgan" and self.pixel_decoder.downsample_factor != self.patch_size:
             raise ConfigError(
                 f"pixel_decoder upsamples by {self.pixel_decoder.downsample_factor} but patch_size is "
-                f"{self.patch_size}: they must be equal for the {self.decoder_head!r} head"
+                f"{self.patch_size}: they must be equal for the 'vqgan' head"
             )
-        if self.decoder_head in ("vqgan", "conv"):
+        conv = self.conv_channels
+        if self.decoder_head == "conv" and (2 ** len(conv) != self.patch_size or min(conv, default=0) < 1):
+            raise ConfigError(
+                f"conv_channels {list(conv)} upsample by {2 ** len(conv)} but patch_size is "
+                f"{self.patch_size}: give one positive width per factor of 2 of patch_size"
+            )
+        if self.decoder_head == "vqgan":
             for name in ("hidden_channels", "z_channels"):
                 if getattr(self.pixel_decoder, name) < 1:
                     raise ConfigError(

@@ -19,6 +19,7 @@ from titok.models.config import TiTokConfig
 from titok.models.prefixes import check_num_tokens
 from titok.models.quantizers import DiagonalGaussian, QuantizerOutput, VectorQuantizer
 from titok.models.refiner import ConvRefiner
+from titok.models.upsampler import ConvUpsampler
 from titok.models.vit import TiTokDecoder, TiTokEncoder
 from titok.models.vqgan import VQGANDecoder
 from titok.precision import precision
@@ -85,7 +86,7 @@ class TiTok(nn.Module):
             head=c.decoder_head if c.decoder_head in ("pixels", "conv") else "proxy",
             num_proxy_codes=c.num_proxy_codes,
             hidden_tail=c.hidden_tail,
-            feature_channels=c.pixel_decoder.z_channels,
+            feature_channels=c.conv_channels[0],
         )
         self.apply(lambda m: _init_weights(m, c.init_std))
         if c.decoder_embed_init_std is not None:
@@ -112,8 +113,9 @@ class TiTok(nn.Module):
             self.pixel_quantize = VectorQuantizer(
                 c.num_proxy_codes, c.pixel_decoder.z_channels, use_l2_norm=False
             )
-        if c.decoder_head in ("vqgan", "conv"):
             self.pixel_decoder = VQGANDecoder(c.pixel_decoder)
+        if c.decoder_head == "conv":
+            self.upsampler = ConvUpsampler(c.conv_channels)
         self.refiner = ConvRefiner(c.refine_channels) if c.refine_channels else None
 
     # ------------------------------------------------------------------ construction
@@ -182,8 +184,8 @@ class TiTok(nn.Module):
 
         Proxy-code logits (B, num_proxy_codes, g, g) for the "proxy" head; otherwise pixels
         (B, 3, H, W), not clamped. The "vqgan" head softmax-weights the proxy codebook per patch
-        and runs the VQGAN decoder on the result; the "conv" head runs it on the projected patch
-        outputs. ``lengths`` (B,): decode only the first
+        and runs the VQGAN decoder on the result; the "conv" head upsamples the projected patch
+        outputs by convolutions. ``lengths`` (B,): decode only the first
         ``lengths[i]`` tokens of sample i (training on prefixes, see :mod:`titok.training.prefix`).
         """
         out = self.decoder(quantized, lengths)
@@ -193,7 +195,7 @@ class TiTok(nn.Module):
             )
             out = self.pixel_decoder(codes.to(out.dtype))
         elif self.config.decoder_head == "conv":
-            out = self.pixel_decoder(out)
+            out = self.upsampler(out)
         elif self.refiner is not None:
             out = self.refiner(out)
         return out

@@ -115,10 +115,10 @@ class PixelHead(nn.Module):
 
 
 class ConvFeatureHead(nn.Module):
-    """Patch outputs projected for a convolutional pixel decoder: 1x1 conv to ``channels``.
+    """Patch outputs projected for a convolutional upsampler: 1x1 conv to ``channels``.
 
     (B, D, g, g) -> (B, channels, g, g); the "conv" head of :class:`titok.TiTok` upsamples this
-    to pixels with a :class:`titok.models.vqgan.VQGANDecoder`.
+    to pixels with a :class:`titok.models.upsampler.ConvUpsampler`.
     """
 
     def __init__(self, width: int, channels: int) -> None:

@@ -10,7 +10,7 @@ teacher. One with the "pixels" head (a single-stage model such as the built-in `
 has its ViT decoder fine-tuned to pixels the same way: the paper's "decoder fine-tuning", its
 tokens unchanged; ``model.refine_channels`` adds a convolutional refinement after the head, and
 ``model.decoder_head: conv`` replaces its linear pixel head by a freshly initialised
-convolutional decoder (``model.pixel_decoder``), which has no patch period.
+convolutional upsampler (``model.conv_channels``), which has no patch period.
 """
 
 from __future__ import annotations
@@ -62,7 +62,14 @@ def with_new_parts(model: TiTok, state: dict[str, torch.Tensor]) -> dict[str, to
 HEAD_SWAPS = {("pixels", "conv")}
 
 #: The parameters of each head that a swap replaces by fresh ones.
-HEAD_PARTS = ("decoder.ffn.", "decoder.conv_out.", "refiner.", "pixel_decoder.", "pixel_quantize.")
+HEAD_PARTS = (
+    "decoder.ffn.",
+    "decoder.conv_out.",
+    "refiner.",
+    "upsampler.",
+    "pixel_decoder.",
+    "pixel_quantize.",
+)
 
 
 def swap_head(model: TiTok, state: dict[str, torch.Tensor], old_head: str) -> dict[str, torch.Tensor]:

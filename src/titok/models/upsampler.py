@@ -1,0 +1,56 @@
+"""The "conv" decoder head's pixel decoder: patch features upsampled to pixels by convolutions.
+
+The "pixels" head writes each patch from its own token with one linear map, so any texture it
+learns is one of a fixed set of p x p patterns, and decoder fine-tuning with perceptual and GAN
+terms makes it paint the same one into every patch. Convolutions after nearest upsampling are
+translation-equivariant: features that are equal over a region give a flat output there, so
+there is no patch period to paint.
+
+There is no normalisation layer: with few channels a GroupNorm normalises each channel over the
+image, and the GAN term then teaches the decoder a bright blob at a fixed place that sets those
+statistics (the "droplet" of normalised generators), measured with the VQGAN decoder as the head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class UpBlock(nn.Module):
+    """2x nearest upsampling, a 3x3 convolution to ``cout``, then a residual pair of 3x3
+    convolutions: (B, cin, h, w) -> (B, cout, 2h, 2w)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv_up = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv_up(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+        return x + self.conv2(F.gelu(self.conv1(x)))
+
+
+class ConvUpsampler(nn.Module):
+    """Features (B, channels[0], g, g) -> pixels (B, 3, g * 2**L, g * 2**L), L = len(channels).
+
+    Args:
+        channels: the width after each of the L upsampling steps (the input has ``channels[0]``).
+    """
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must be a non-empty list of positive widths, got {list(channels)}")
+        widths = [channels[0], *channels]
+        self.up = nn.ModuleList(UpBlock(widths[i], widths[i + 1]) for i in range(len(channels)))
+        self.conv_out = nn.Conv2d(channels[-1], 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.up:
+            x = block(x)
+        return self.conv_out(x)
