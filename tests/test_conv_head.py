@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training_runs import finetune_recipe
 from titok.errors import ConfigError
 from titok.models.classifier import Classifier, ClassifierConfig
 from titok.models.config import TiTokConfig
@@ -87,28 +88,13 @@ def test_stage2_swaps_a_trained_pixel_head_for_the_conv_head(pictures: Path, tmp
     start_dir = start.save_pretrained(tmp_path / "start")
     net = Classifier(ClassifierConfig(name="tiny", image_size=16, widths=(8, 16), num_classes=2))
     net_dir = net.save_pretrained(tmp_path / "net")
-    recipe = load_recipe(
-        RECIPES / "imagenette64_finetune.yaml",
-        [
-            f"init_from={start_dir}",
-            f"data.train={pictures}",
-            "data.image_size=16",
-            "data.holdout=0",
-            "data.augment=false",
-            "model.refine_channels=0",
-            "model.decoder_head=conv",
-            "model.conv_channels=[16,8]",
-            f"losses.perceptual_network={net_dir}",
-            "losses.discriminator_start=2",
-            "training.batch_size=4",
-            "training.max_train_steps=4",
-            "lr_scheduler.warmup_steps=1",
-            "experiment.progress_bar=false",
-            "experiment.image_every=0",
-            "experiment.log_every=1",
-            "experiment.save_every=4",
-        ],
-        mode="stage2",
+    recipe = finetune_recipe(
+        start_dir,
+        pictures,
+        net_dir,
+        "model.refine_channels=0",
+        "model.decoder_head=conv",
+        "model.conv_channels=[16,8]",
     )
     result = train(make_task(recipe), output_dir=tmp_path / "run")
     end = TiTok.from_pretrained(result.export_dir)

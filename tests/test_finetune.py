@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training_runs import finetune_recipe
 from titok.errors import ConfigError
 from titok.losses import PerceptualLoss
 from titok.losses.classifier_distance import ClassifierFeatureDistance
@@ -19,7 +20,7 @@ from titok.models.classifier import Classifier, ClassifierConfig
 from titok.models.config import TiTokConfig
 from titok.models.refiner import ConvRefiner
 from titok.models.titok import TiTok
-from titok.training import load_recipe, make_task, train
+from titok.training import make_task, train
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "titok" / "recipes"
 
@@ -286,27 +287,7 @@ def test_stage2_fine_tunes_a_single_stage_decoder_with_a_new_refiner(pictures: P
     start_dir = start.save_pretrained(tmp_path / "start")
     net = Classifier(ClassifierConfig(name="tiny", image_size=16, widths=(8, 16), num_classes=2))
     net_dir = net.save_pretrained(tmp_path / "net")
-    recipe = load_recipe(
-        RECIPES / "imagenette64_finetune.yaml",
-        [
-            f"init_from={start_dir}",
-            f"data.train={pictures}",
-            "data.image_size=16",
-            "data.holdout=0",
-            "data.augment=false",
-            "model.refine_channels=4",
-            f"losses.perceptual_network={net_dir}",
-            "losses.discriminator_start=2",
-            "training.batch_size=4",
-            "training.max_train_steps=4",
-            "lr_scheduler.warmup_steps=1",
-            "experiment.progress_bar=false",
-            "experiment.image_every=0",
-            "experiment.log_every=1",
-            "experiment.save_every=4",
-        ],
-        mode="stage2",
-    )
+    recipe = finetune_recipe(start_dir, pictures, net_dir, "model.refine_channels=4")
     result = train(make_task(recipe), output_dir=tmp_path / "run")
     assert "gan_raw" in result.history[-1] and "discriminator/hinge" in result.history[-1]
     assert result.history[0]["perceptual"] > 0

@@ -63,6 +63,32 @@ def shard_images(shard: Path, size: int) -> torch.Tensor:
     return torch.stack([pil_to_tensor(resize_center_crop(img, size)) for img in pictures])
 
 
+def finetune_recipe(start: Path, pictures: Path, perceptual_net: Path, *overrides: str) -> Recipe:
+    """The packaged ``imagenette64_finetune`` recipe shrunk to 4 steps of 16 px pictures, from the
+    tokenizer folder ``start``, with the classifier folder ``perceptual_net`` as perceptual term."""
+    return load_recipe(
+        RECIPES / "imagenette64_finetune.yaml",
+        [
+            f"init_from={start}",
+            f"data.train={pictures}",
+            "data.image_size=16",
+            "data.holdout=0",
+            "data.augment=false",
+            f"losses.perceptual_network={perceptual_net}",
+            "losses.discriminator_start=2",
+            "training.batch_size=4",
+            "training.max_train_steps=4",
+            "lr_scheduler.warmup_steps=1",
+            "experiment.progress_bar=false",
+            "experiment.image_every=0",
+            "experiment.log_every=1",
+            "experiment.save_every=4",
+            *overrides,
+        ],
+        mode="stage2",
+    )
+
+
 def result_recipe(result: TrainResult) -> Recipe:
     """The recipe a run was trained with (its ``recipe.yaml``)."""
     return load_recipe(result.output_dir / "recipe.yaml")
