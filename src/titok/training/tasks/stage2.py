@@ -61,15 +61,8 @@ def with_new_parts(model: TiTok, state: dict[str, torch.Tensor]) -> dict[str, to
 #: Decoder-head swaps that decoder fine-tuning can make: (head of ``init_from``, new head).
 HEAD_SWAPS = {("pixels", "conv")}
 
-#: The parameters of each head that a swap replaces by fresh ones.
-HEAD_PARTS = (
-    "decoder.ffn.",
-    "decoder.conv_out.",
-    "refiner.",
-    "upsampler.",
-    "pixel_decoder.",
-    "pixel_quantize.",
-)
+#: The parameters of the heads in :data:`HEAD_SWAPS`, which a swap replaces by fresh ones.
+HEAD_PARTS = ("decoder.ffn.", "decoder.conv_out.", "refiner.", "upsampler.")
 
 
 def swap_head(model: TiTok, state: dict[str, torch.Tensor], old_head: str) -> dict[str, torch.Tensor]:
