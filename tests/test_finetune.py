@@ -12,7 +12,7 @@ from tests.training_runs import finetune_recipe
 from titok.errors import ConfigError
 from titok.losses import PerceptualLoss
 from titok.losses.classifier_distance import ClassifierFeatureDistance
-from titok.losses.lattice import lattice_penalty, seam_penalty, shared_random_crop
+from titok.losses.lattice import lattice_penalty, seam_penalty
 from titok.losses.reconstruction import LossConfig, Stage2Loss
 from titok.metrics.pattern import LatticeScore, PatternScore, lattice_score, pattern_score
 from titok.metrics.seams import SeamScore, seam_score
@@ -178,25 +178,6 @@ def test_seam_penalty_removes_block_seams_and_spares_natural_images() -> None:
         Stage2Loss(config)
     _, logs = Stage2Loss(config, patch_size=8).generator_loss(originals, seams, 0.0, 0)
     assert float(logs["seam"]) == pytest.approx(3.0 * float(seam_penalty(seams, originals, 8)))
-
-
-def test_shared_random_crop_cuts_both_images_at_one_offset() -> None:
-    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16)
-    y = x + 1000
-    assert shared_random_crop(x, y, 0) == (x, y)
-    seen = set()
-    for seed in range(40):
-        a, b = shared_random_crop(x, y, 3, torch.Generator().manual_seed(seed))
-        assert a.shape == b.shape == (2, 3, 13, 13)
-        assert torch.equal(b - a, torch.full_like(a, 1000.0))  # the same window of both
-        dy, dx = divmod(int(a[0, 0, 0, 0]), 16)
-        assert torch.equal(a, x[..., dy : dy + 13, dx : dx + 13])
-        seen.add((dy, dx))
-    assert len(seen) > 8 and all(0 <= v <= 3 for pair in seen for v in pair)
-    with pytest.raises(ValueError, match="leaves nothing"):
-        shared_random_crop(x, y, 16)
-    with pytest.raises(ConfigError, match="perceptual_shift"):
-        LossConfig(perceptual_shift=-1)
 
 
 # ---------------------------------------------------------------------------- classifier distance

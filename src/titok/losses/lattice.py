@@ -1,9 +1,9 @@
-"""A penalty on the lattice a ViT decoder paints at its patch period, and shifted perceptual pairs.
+"""Penalties on the lattice and the seams a ViT decoder paints at its patch period.
 
 A ViT decoder writes every ``patch`` x ``patch`` block with one pixel head. Under a perceptual
 term it learns to paint the same fine texture into every block (a lattice that does not follow
 the image; :mod:`titok.metrics.pattern` measures it): detail the tokens cannot say is cheapest
-made that way. Two counter-measures, each a named :class:`~titok.losses.LossConfig` option:
+made that way. Counter-measures, each a named :class:`~titok.losses.LossConfig` option:
 
 * :func:`lattice_penalty` (``lattice_weight``): the squared excess covariance of the decoded
   image's high-pass residual at the patch period (:func:`titok.metrics.pattern.lag_excess`),
@@ -15,9 +15,9 @@ made that way. Two counter-measures, each a named :class:`~titok.losses.LossConf
   borders exceed those inside blocks, beyond the original's own ratio (the seam score of
   :mod:`titok.metrics.seams`, per image). With the lattice penalty alone, stage 2 was measured
   to trade the lattice for visible block seams (docs/learning.md#decoder-fine-tuning).
-* :func:`shared_random_crop` (``perceptual_shift``): both images of each perceptual pair cropped
-  at one random offset, so the perceptual network sees the decoder's block grid at a new phase
-  against its own strides every step.
+
+Transforms of the perceptual pair, the other kind of counter-measure, are in
+:mod:`titok.losses.perceptual_views`.
 """
 
 from __future__ import annotations
@@ -80,20 +80,3 @@ def seam_penalty(reconstructions: torch.Tensor, inputs: torch.Tensor, patch: int
     _check_pair(reconstructions, inputs, patch + 1)
     target = _seam_ratio(inputs.detach(), patch)
     return torch.relu(_seam_ratio(reconstructions, patch) - target).square().mean()
-
-
-def shared_random_crop(
-    x: torch.Tensor, y: torch.Tensor, shift: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop (B, C, H, W) ``x`` and ``y`` to (H - shift, W - shift) at one random offset in
-    [0, shift] per axis (the same for both and for the whole batch); ``shift`` 0 returns them."""
-    if shift <= 0:
-        return x, y
-    h, w = x.shape[-2:]
-    if shift >= min(h, w):
-        raise ValueError(f"shift {shift} leaves nothing of {h}x{w} images")
-    dy, dx = (int(v) for v in torch.randint(0, shift + 1, (2,), generator=generator))
-    return (
-        x[..., dy : dy + h - shift, dx : dx + w - shift],
-        y[..., dy : dy + h - shift, dx : dx + w - shift],
-    )

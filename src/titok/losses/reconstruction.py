@@ -3,15 +3,16 @@
 Generator step::
 
     total = reconstruction_weight * l2(x, x_rec)
-          + perceptual_weight * perceptual(crop(x), crop(x_rec))
+          + perceptual_weight * perceptual(view(x), view(x_rec))
           + lattice_weight * lattice_penalty(x_rec, x)
           + seam_weight * seam_penalty(x_rec, x)
           + quantizer_weight * quantizer_loss
           + discriminator_weight * factor * (-mean(D(x_rec)))
 
 with ``factor = discriminator_factor`` from ``discriminator_start`` on and 0 before (the
-discriminator is not even run then; ``crop`` is a shared random crop, the identity unless
-``perceptual_shift`` is set; :mod:`titok.losses.lattice`). Discriminator step::
+discriminator is not even run then; ``view`` is the same random crop, flip or turn and blur
+for both images, the identity unless ``perceptual_shift``, ``perceptual_dihedral`` or
+``perceptual_blur`` is set; :mod:`titok.losses.perceptual_views`). Discriminator step::
 
     factor * hinge(D(x), D(x_rec)) + lecam_regularization_weight * LeCam
 
@@ -34,13 +35,14 @@ from titok.errors import ConfigError
 from titok.losses.adversarial import LeCamEMA, frozen_parameters, hinge_d_loss, hinge_g_loss
 from titok.losses.classifier_distance import NEEDS_NETWORK
 from titok.losses.discriminator import BLUR_KERNELS, NLayerDiscriminator
-from titok.losses.lattice import lattice_penalty, seam_penalty, shared_random_crop
+from titok.losses.lattice import lattice_penalty, seam_penalty
 from titok.losses.perceptual import (
     PerceptualLoss,
     is_classifier_spec,
     parse_perceptual_spec,
     uses_perceptual,
 )
+from titok.losses.perceptual_views import binomial_blur, shared_dihedral, shared_random_crop
 
 
 @dataclass
@@ -60,6 +62,12 @@ class LossConfig:
         perceptual_shift: crop both images of each perceptual pair at one random offset in
             [0, shift] pixels per axis (0: off), so the perceptual network meets the decoder's
             block grid at a new phase every step.
+        perceptual_dihedral: show each perceptual pair under one random flip or quarter turn
+            of the square (drawn per pair), so a pattern that exists for the network in one
+            orientation only does not pay.
+        perceptual_blur: low-pass both images of each perceptual pair with a binomial kernel of
+            this many taps (0: off; 3 or 5), so the network's strided stem cannot alias
+            pixel-scale patterns into its features.
         lattice_weight: weight of the lattice penalty (0: off), needs the decoder's patch
             side (``Stage2Loss(patch_size=...)``; :func:`titok.losses.lattice.lattice_penalty`).
         seam_weight: weight of the seam penalty (0: off; needs the patch side too;
@@ -86,6 +94,8 @@ class LossConfig:
     perceptual_network: str | None = None
     perceptual_taps: list[int] | None = None
     perceptual_shift: int = 0
+    perceptual_dihedral: bool = False
+    perceptual_blur: int = 0
     lattice_weight: float = 0.0
     seam_weight: float = 0.0
     quantizer_weight: float = 0.0
@@ -118,6 +128,7 @@ class LossConfig:
             "reconstruction_weight",
             "perceptual_weight",
             "perceptual_shift",
+            "perceptual_blur",
             "lattice_weight",
             "seam_weight",
             "quantizer_weight",
@@ -128,6 +139,10 @@ class LossConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"losses.{name}: expected >= 0, got {getattr(self, name)}")
+        if self.perceptual_blur > 1 and self.perceptual_blur % 2 == 0:
+            raise ConfigError(
+                f"losses.perceptual_blur: expected 0 (off) or an odd number of taps, got {self.perceptual_blur}"
+            )
         if not 0.0 <= self.lecam_ema_decay < 1.0:
             raise ConfigError(f"losses.lecam_ema_decay: expected in [0, 1), got {self.lecam_ema_decay}")
         if self.discriminator_num_stages < 1:
@@ -221,6 +236,16 @@ class Stage2Loss(nn.Module):
         """Whether the GAN term is on and the discriminator should be trained at this step."""
         return global_step >= self.config.discriminator_start
 
+    def perceptual_view(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair (B, C, H, W) as the perceptual network reads it: the same random crop
+        (``perceptual_shift``), flip or quarter turn (``perceptual_dihedral``) and blur
+        (``perceptual_blur``) for both, in that order; the identity with all three off."""
+        cfg = self.config
+        x, y = shared_random_crop(x, y, cfg.perceptual_shift)
+        if cfg.perceptual_dihedral:
+            x, y = shared_dihedral(x, y)
+        return binomial_blur(x, cfg.perceptual_blur), binomial_blur(y, cfg.perceptual_blur)
+
     def _factor(self, global_step: int) -> float:
         return self.config.discriminator_factor if self.discriminator_active(global_step) else 0.0
 
@@ -259,7 +284,7 @@ class Stage2Loss(nn.Module):
             perceptual = x.new_zeros(())
             parts: dict[str, torch.Tensor] = {}
             if self.perceptual is not None:
-                perceptual, parts = self.perceptual(*shared_random_crop(x_rec, x, cfg.perceptual_shift))
+                perceptual, parts = self.perceptual(*self.perceptual_view(x_rec, x))
             perceptual = cfg.perceptual_weight * perceptual
 
             lattice = x.new_zeros(())
