@@ -13,6 +13,7 @@ from titok.errors import ConfigError
 from titok.models.classifier import Classifier, ClassifierConfig
 from titok.models.config import TiTokConfig
 from titok.models.titok import TiTok
+from titok.models.upsampler import UpBlock
 from titok.models.vqgan import VQGANConfig
 from titok.training import load_recipe, make_task, train
 from titok.training.tasks.stage2 import swap_head
@@ -42,11 +43,12 @@ def test_conv_head_decodes_pixels_and_prefixes() -> None:
     assert not any(k.startswith(("pixel_decoder.", "pixel_quantize.")) for k in model.state_dict())
 
 
-def test_conv_head_paints_no_patch_texture_on_a_flat_input() -> None:
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_conv_head_paints_no_patch_texture_on_a_flat_input(mode: str) -> None:
     """The property it exists for: patch features that are all equal give an image with no
     period (the linear pixel head gives the same 8x8 pattern in every patch)."""
     torch.manual_seed(0)
-    conv = TiTok(_config()).eval()
+    conv = TiTok(_config(conv_upsample=mode)).eval()
     pixels = TiTok(_config(decoder_head="pixels")).eval()
     # One feature vector at every patch of a 24x24 grid (96 px), read away from the borders,
     # which the convolutions' zero padding reaches about 20 px into.
@@ -68,6 +70,20 @@ def test_conv_head_config_is_checked() -> None:
         _config(decoder_head="vqgan", pixel_decoder=VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=24))
     with pytest.raises(ConfigError, match="refine_channels"):
         _config(refine_channels=8)
+    with pytest.raises(ConfigError, match="conv_upsample: expected one of"):
+        _config(conv_upsample="bicubic")
+
+
+def test_bilinear_upsampling_interpolates_across_patch_borders() -> None:
+    """Nearest upsampling copies each patch feature into a block (a step at every border);
+    bilinear puts values between the neighbours' there."""
+    step = torch.tensor([0.0, 0.0, 1.0, 1.0]).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    nearest = UpBlock(1, 1, "nearest")._upsample(step)
+    bilinear = UpBlock(1, 1, "bilinear")._upsample(step)
+    assert set(nearest.unique().tolist()) == {0.0, 1.0}
+    assert bilinear[0, 0, 0].tolist() == [0.0, 0.0, 0.0, 0.25, 0.75, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="mode"):
+        UpBlock(1, 1, "bicubic")
 
 
 def test_swap_head_keeps_the_vit_decoder_and_replaces_only_the_head() -> None:

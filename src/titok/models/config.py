@@ -18,6 +18,7 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 DECODER_HEADS = ("proxy", "vqgan", "pixels", "conv")
 QUANTIZE_MODES = ("vq", "vae")
 HIDDEN_TAILS = ("remove", "token")
+CONV_UPSAMPLES = ("nearest", "bilinear")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class TiTokConfig:
             for decoder fine-tuning; it starts as the identity.
         conv_channels: widths of the "conv" head after each 2x upsampling, one per factor of 2
             in ``patch_size`` (the first is also the width of the projected patch outputs).
+        conv_upsample: how the "conv" head doubles its grid: "nearest" (copies, so its first
+            convolutions see p x p blocks of equal features and can tell where a patch border is)
+            or "bilinear" (interpolates between patch centres).
         decoder_embed_init_std: std of the decoder's token projection (``decoder_embed``) at
             initialisation; None: ``init_std``. Both are knobs for studying how fast a small
             model leaves the mean-image plateau (docs/reproduce.md); larger values did not make
@@ -98,6 +102,7 @@ class TiTokConfig:
     hidden_tail: str = "remove"
     refine_channels: int = 0
     conv_channels: tuple[int, ...] = (64, 32, 32)
+    conv_upsample: str = "nearest"
 
     def __post_init__(self) -> None:
         if isinstance(self.pixel_decoder, dict):
@@ -152,6 +157,8 @@ class TiTokConfig:
                 f"conv_channels {list(conv)} upsample by {2 ** len(conv)} but patch_size is "
                 f"{self.patch_size}: give one positive width per factor of 2 of patch_size"
             )
+        if self.conv_upsample not in CONV_UPSAMPLES:
+            raise ConfigError(f"conv_upsample: expected one of {CONV_UPSAMPLES}, got {self.conv_upsample!r}")
         if self.decoder_head == "vqgan":
             for name in ("hidden_channels", "z_channels"):
                 if getattr(self.pixel_decoder, name) < 1:

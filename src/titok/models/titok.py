@@ -115,7 +115,7 @@ class TiTok(nn.Module):
             )
             self.pixel_decoder = VQGANDecoder(c.pixel_decoder)
         if c.decoder_head == "conv":
-            self.upsampler = ConvUpsampler(c.conv_channels)
+            self.upsampler = ConvUpsampler(c.conv_channels, c.conv_upsample)
         self.refiner = ConvRefiner(c.refine_channels) if c.refine_channels else None
 
     # ------------------------------------------------------------------ construction

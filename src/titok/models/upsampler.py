@@ -21,18 +21,26 @@ from torch import nn
 
 
 class UpBlock(nn.Module):
-    """2x nearest upsampling, a 3x3 convolution to ``cout``, then a residual pair of 3x3
-    convolutions: (B, cin, h, w) -> (B, cout, 2h, 2w)."""
+    """2x upsampling (``mode``: "nearest" or "bilinear"), a 3x3 convolution to ``cout``, then a
+    residual pair of 3x3 convolutions: (B, cin, h, w) -> (B, cout, 2h, 2w)."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, mode: str = "nearest") -> None:
         super().__init__()
+        if mode not in ("nearest", "bilinear"):
+            raise ValueError(f"mode: expected 'nearest' or 'bilinear', got {mode!r}")
+        self.mode = mode
         self.conv_up = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.conv_up(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+        x = F.gelu(self.conv_up(self._upsample(x)))
         return x + self.conv2(F.gelu(self.conv1(x)))
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "nearest":
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 class ConvUpsampler(nn.Module):
@@ -40,14 +48,15 @@ class ConvUpsampler(nn.Module):
 
     Args:
         channels: the width after each of the L upsampling steps (the input has ``channels[0]``).
+        mode: "nearest" or "bilinear" 2x upsampling in every step.
     """
 
-    def __init__(self, channels: Sequence[int]) -> None:
+    def __init__(self, channels: Sequence[int], mode: str = "nearest") -> None:
         super().__init__()
         if not channels or min(channels) < 1:
             raise ValueError(f"channels must be a non-empty list of positive widths, got {list(channels)}")
         widths = [channels[0], *channels]
-        self.up = nn.ModuleList(UpBlock(widths[i], widths[i + 1]) for i in range(len(channels)))
+        self.up = nn.ModuleList(UpBlock(widths[i], widths[i + 1], mode) for i in range(len(channels)))
         self.conv_out = nn.Conv2d(channels[-1], 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
