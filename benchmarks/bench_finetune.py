@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import time
@@ -177,9 +178,19 @@ def measure(args: argparse.Namespace, results: dict) -> str:
             "curve": rows,
             "torch": torch.__version__,
         }
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(results, indent=2) + "\n")
+        merge_entry(args.results, run.name, results[run.name])
     return networks[0].name
+
+
+def merge_entry(path: Path, name: str, entry: dict) -> None:
+    """Write ``entry`` as ``name`` into the results file, re-read under an exclusive lock so that
+    runs measured side by side keep each other's entries."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = json.loads(path.read_text()) if path.is_file() else {}
+        current[name] = entry
+        path.write_text(json.dumps(current, indent=2) + "\n")
 
 
 def sample_models(args: argparse.Namespace) -> list[TiTok]:
