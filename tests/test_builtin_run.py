@@ -159,7 +159,7 @@ def test_the_builtin_budget_keeps_the_fine_tuning_recipe_steps(tmp_path: Path, i
     assert (
         (t.max_train_steps, t.stop_at_step, t.batch_size)
         == (2000, BUILTIN.finetune_steps, 32)
-        == (2000, 750, 32)
+        == (2000, 1000, 32)
     )
     assert (recipe.lr_scheduler.warmup_steps, recipe.losses["discriminator_start"]) == (100, 200)
     assert recipe.experiment.save_every == 250 and recipe.data.holdout == 500

@@ -268,7 +268,9 @@ def test_stage2_fine_tunes_a_single_stage_decoder_with_a_new_refiner(pictures: P
     start_dir = start.save_pretrained(tmp_path / "start")
     net = Classifier(ClassifierConfig(name="tiny", image_size=16, widths=(8, 16), num_classes=2))
     net_dir = net.save_pretrained(tmp_path / "net")
-    recipe = finetune_recipe(start_dir, pictures, net_dir, "model.refine_channels=4")
+    recipe = finetune_recipe(
+        start_dir, pictures, net_dir, "model.decoder_head=pixels", "model.refine_channels=4"
+    )
     result = train(make_task(recipe), output_dir=tmp_path / "run")
     assert "gan_raw" in result.history[-1] and "discriminator/hinge" in result.history[-1]
     assert result.history[0]["perceptual"] > 0

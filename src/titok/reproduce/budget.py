@@ -71,7 +71,7 @@ class Budget:
     generator_batch: int = 64
     classifier_epochs: int = 4
     perceptual_epochs: int = 16
-    finetune_steps: int = 750
+    finetune_steps: int = 1000
     max_train_images: int | None = None
     holdout: int = 500
     eval_images: int = 500

@@ -12,7 +12,7 @@ Stages, each recorded in ``<run>/state.json`` with its wall time and skipped whe
   numbers of training images);
 * ``titok-k32-finetune``: the paper's decoder fine-tuning in miniature, recipe
   ``imagenette64_finetune``: encoder, latent tokens and quantizer frozen (the same tokens), the
-  decoder and a small convolutional refiner trained to pixels with L2 + perceptual + GAN, stopped
+  ViT decoder and a fresh convolutional upsampler (bilinear) trained to pixels with L2 + perceptual + GAN, stopped
   and exported at ``finetune_steps``; this is the shipped tokenizer;
 * ``eval-reconstruction``, ``eval-probe``: PSNR, SSIM, rFID, seam and pattern scores, codebook use
   and linear probes on the 500 held-out images, for the tokenizers before and after fine-tuning
@@ -117,7 +117,7 @@ def finetune_recipe(run: Run) -> Recipe:
     """The recipe ``imagenette64_finetune`` on the run's tokenizer, data and perceptual network.
 
     It stops at the budget's ``finetune_steps``; the recipe's other step counts (schedule length,
-    warm-up, GAN start, checkpoint interval) scale with it, so that :data:`BUILTIN` (750, the
+    warm-up, GAN start, checkpoint interval) scale with it, so that :data:`BUILTIN` (1000, the
     recipe's ``stop_at_step``) keeps them as they are.
     """
     path = RECIPES / "imagenette64_finetune.yaml"
