@@ -1,11 +1,11 @@
 """Export a checkpoint of a training run as a loadable model, without training.
 
 A run stopped on purpose before ``max_train_steps`` (``training.stop_at_step``, e.g. the packaged
-decoder fine-tuning recipe, whose shipped decoder is step 750 of its schedule) writes checkpoints
+decoder fine-tuning recipe, whose shipped decoder is step 1000 of its schedule) writes checkpoints
 but no export; ``titok train export RUN --step N`` writes one::
 
     from titok.training.export import export_run
-    export_run("runs/imagenette64-finetune", step=750)   # -> runs/imagenette64-finetune/export-750
+    export_run("runs/imagenette64-finetune", step=1000)  # -> runs/imagenette64-finetune/export-1000
 """
 
 from __future__ import annotations
