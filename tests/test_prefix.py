@@ -106,6 +106,16 @@ def test_pow2_mix_and_full_share() -> None:
     assert 0.45 < full < 0.56  # 0.5 + 0.5 / 32
 
 
+def test_with_full_adds_a_full_length_copy_of_every_image() -> None:
+    plain = draw_lengths(PrefixSection(enabled=True), 32, 8, step=3, seed=0)
+    both = draw_lengths(PrefixSection(enabled=True, with_full=True), 32, 8, step=3, seed=0)
+    assert plain is not None and both is not None and both.shape == (16,)
+    assert torch.equal(both[:8], plain) and (both[8:] == 32).all()
+    batch = draw_lengths(PrefixSection(enabled=True, per="batch", with_full=True), 32, 4, step=3, seed=0)
+    assert batch is not None and len(batch[:4].unique()) == 1 and (batch[4:] == 32).all()
+    assert draw_lengths(PrefixSection(enabled=True, with_full=True, warmup_steps=5), 32, 4, 1, 0) is None
+
+
 def test_lengths_depend_on_seed_step_and_process_only() -> None:
     s = PrefixSection(enabled=True)
     a = draw_lengths(s, 32, 16, step=7, seed=3, process_index=0)
@@ -131,6 +141,8 @@ def test_bad_prefix_keys_are_named(tmp_path: Path) -> None:
         ).titok_config(decoder_head="pixels")
     with pytest.raises(ConfigError, match="hidden_tail"):
         TiTokConfig(hidden_tail="token")
+    with pytest.raises(ConfigError, match="prefix.with_full"):
+        load_recipe(RECIPES / "tiny_generator.yaml", ["prefix.enabled=true", "prefix.with_full=true"])
 
 
 # ---------------------------------------------------------------------------- which positions are seen
@@ -155,6 +167,20 @@ def test_the_decoder_sees_only_the_first_k_tokens(hidden_tail: str) -> None:
         # A visible token does change the output.
         changed[2, 7] = torch.randn(4)
         assert not torch.allclose(model.decode_latents(changed, lengths)[2], out[2])
+
+
+def test_one_encoding_decoded_once_per_group_of_lengths() -> None:
+    """lengths of 2B entries: each image decoded from its prefix and in full, copy-major."""
+    model = _tiny()
+    images = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        out = model(images, torch.tensor([1, 4, 8, 8, 8, 8])).decoded
+        assert out.shape == (6, 3, 16, 16)
+        full = model(images).decoded
+        torch.testing.assert_close(out[3:], full)
+        torch.testing.assert_close(out[:3], model(images, torch.tensor([1, 4, 8])).decoded)
+        with pytest.raises(ValueError, match="multiple of the batch size"):
+            model(images, torch.tensor([1, 2, 3, 4]))
 
 
 def test_tail_token_trains_and_a_fixed_model_has_none() -> None:

@@ -166,8 +166,9 @@ def test_cli_train_stage1_and_bad_override(
 def test_prefix_training_in_stage1_and_stage2_with_a_new_tail_token(
     vqgan_run: TrainResult, stage1_run: TrainResult, shard: Path, tmp_path: Path
 ) -> None:
-    """Stage 1 on prefixes exports a variable-length proxy model; stage 2 on prefixes from the
-    fixed-length stage-1 export adds a fresh tail token and keeps the frozen encoder."""
+    """Stage 1 on prefixes (each image decoded from a prefix and in full) exports a
+    variable-length proxy model; stage 2 on prefixes from the fixed-length stage-1 export adds a
+    fresh tail token and keeps the frozen encoder."""
     s1 = train_recipe(
         "tiny_stage1",
         "stage1",
@@ -176,6 +177,7 @@ def test_prefix_training_in_stage1_and_stage2_with_a_new_tail_token(
         f"teacher={vqgan_run.export_dir}",
         "training.max_train_steps=4",
         "prefix.enabled=true",
+        "prefix.with_full=true",
     )
     proxy = TiTok.from_pretrained(s1.export_dir)
     assert proxy.config.variable_length
@@ -211,6 +213,7 @@ def test_prefix_training_with_vae_tokens(shard: Path, tmp_path: Path) -> None:
         f"data.train={shard}",
         "training.max_train_steps=3",
         "prefix.enabled=true",
+        "prefix.with_full=true",
     )
     model = TiTok.from_pretrained(result.export_dir)
     assert model.config.variable_length and model.is_vae

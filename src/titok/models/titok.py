@@ -205,9 +205,21 @@ class TiTok(nn.Module):
 
         ``lengths`` (B,) in [1, K]: the decoder sees only the first ``lengths[i]`` quantized
         tokens of sample i (the quantizer and its losses still cover all K); None: all K.
+        ``lengths`` (m*B,): each image is encoded once and decoded m times, copy j from
+        ``lengths[j*B:(j+1)*B]``; the output is (m*B, ...), copy-major (targets repeat with
+        ``targets.repeat(m, ...)``).
         """
         q = self.quantize(self.encode_latents(images))
-        return TiTokOutput(decoded=self.decode_latents(q.quantized, lengths), quantizer=q)
+        quantized = q.quantized
+        if lengths is not None and lengths.shape[0] != quantized.shape[0]:
+            copies, rest = divmod(lengths.shape[0], quantized.shape[0])
+            if rest:
+                raise ValueError(
+                    f"lengths has {lengths.shape[0]} entries for {quantized.shape[0]} images: "
+                    "expected a multiple of the batch size"
+                )
+            quantized = quantized.repeat(copies, 1, 1)
+        return TiTokOutput(decoded=self.decode_latents(quantized, lengths), quantizer=q)
 
     def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
         """Code ids (B, K) (VQ) -> code vectors (B, K, C); VAE latents (B, K, C) pass through."""

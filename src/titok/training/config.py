@@ -348,6 +348,10 @@ def _check(recipe: Recipe) -> None:
     if recipe.prefix.enabled and recipe.mode == "vqgan":
         raise ConfigError(f"{src}: 'prefix.enabled' is for TiTok and generator modes, not vqgan")
     if recipe.mode == "generator":
+        if recipe.prefix.with_full:
+            raise ConfigError(
+                f"{src}: 'prefix.with_full' is for tokenizer training; a generator's batch is cut to one length"
+            )
         _check_generator(recipe)
         return
     allowed = (

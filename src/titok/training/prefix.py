@@ -41,6 +41,10 @@ class PrefixSection:
         distribution: "uniform" (k in 1..K), "pow2" (k in {1, 2, 4, ..., K}) or "mix".
         full_share: probability that a draw is K itself, on top of the distribution.
         warmup_steps: steps at full length before prefixes start.
+        with_full: decode every image twice per step, from its drawn prefix and from all K
+            tokens, and average the two losses (nested losses, as Matryoshka representations
+            train): the full length is trained at every step without taking draws from the
+            prefixes, for one more decoder pass per step. TiTok modes only.
     """
 
     enabled: bool = False
@@ -48,6 +52,7 @@ class PrefixSection:
     distribution: str = "uniform"
     full_share: float = 0.0
     warmup_steps: int = 0
+    with_full: bool = False
 
     def check(self, source: str) -> None:
         """Raise :class:`ConfigError` naming the first bad key of ``source``."""
@@ -85,6 +90,8 @@ def draw_lengths(
 ) -> torch.Tensor | None:
     """Prefix lengths (B,) for one training step, or None where the step decodes all K tokens.
 
+    With ``section.with_full`` the lengths are (2B,): the drawn ones, then K for every image
+    (:meth:`titok.models.titok.TiTok.forward` decodes each image once per group of B).
     None when the section is off or during its warm-up. Deterministic in
     ``(seed, step, process_index)``, drawn on the CPU (the same numbers on every device).
     """
@@ -95,7 +102,10 @@ def draw_lengths(
     lengths = _draw(section.distribution, num_tokens, n, gen)
     if section.full_share > 0:
         lengths = torch.where(torch.rand(n, generator=gen) < section.full_share, num_tokens, lengths)
-    return lengths.expand(batch_size).to(device) if n == 1 else lengths.to(device)
+    lengths = lengths.expand(batch_size) if n == 1 else lengths
+    if section.with_full:
+        lengths = torch.cat([lengths, torch.full((batch_size,), num_tokens, dtype=lengths.dtype)])
+    return lengths.to(device)
 
 
 def prefix_preview_rows(

@@ -84,6 +84,8 @@ class PixelTask(ImageTask):
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         images = batch["image"]
         out = self.reconstruct(ctx.module("model"), images, self.prefix_lengths(images.shape[0], ctx))
+        if out.reconstructions.shape[0] != images.shape[0]:  # prefix.with_full: one target per copy
+            images = images.repeat(out.reconstructions.shape[0] // images.shape[0], 1, 1, 1)
         active = self.loss.discriminator_active(ctx.step)
         total, logs = self.loss.generator_loss(
             images,

@@ -85,6 +85,8 @@ class Stage1Task(ImageTask):
         targets = self.teacher_codes(images, batch["key"])
         out = ctx.module("model")(images, self.draw_prefix_lengths(ctx.unwrapped("model"), len(images), ctx))
         logits = out.decoded.float()
+        if logits.shape[0] != targets.shape[0]:  # prefix.with_full: one target per copy
+            targets = targets.repeat(logits.shape[0] // targets.shape[0], 1, 1)
         cross_entropy = F.cross_entropy(logits, targets)
         q = out.quantizer
         total = cross_entropy + self.quantizer_weight * q.loss
