@@ -198,6 +198,9 @@ def plot(entries: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False, sharex=True)
     classifiers = [e.get("classifier") for e in entries.values() if e.get("classifier")]
     common = max(set(classifiers), key=classifiers.count) if classifiers else None
+    # One colour per entry in every panel (a panel may skip an entry).
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {name: cycle[i % len(cycle)] for i, name in enumerate(entries)}
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         fixed = []
         for name, entry in entries.items():
@@ -208,7 +211,12 @@ def plot(entries: dict[str, dict], path: Path) -> None:
                 style = ":" if entry.get("forced") else "-"
                 shown = f"{name} (prefixes forced)" if entry.get("forced") else name
                 ax.plot(
-                    [r["num_tokens"] for r in rows], [r[key] for r in rows], style, marker="o", label=shown
+                    [r["num_tokens"] for r in rows],
+                    [r[key] for r in rows],
+                    style,
+                    marker="o",
+                    color=colours[name],
+                    label=shown,
                 )
             else:
                 fixed.append((entry["num_latent_tokens"], rows[0][key]))
