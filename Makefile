@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/titok demo --output runs/demo
 
-## Run the whole test suite (the `slow` end-to-end tests included: about 1.5 of its ~6 minutes).
+## Run the whole test suite (the `slow` end-to-end tests included; about 9.5 minutes on two CPU cores).
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
