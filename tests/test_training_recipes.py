@@ -214,7 +214,9 @@ def test_prefix_training_with_vae_tokens(shard: Path, tmp_path: Path) -> None:
         "training.max_train_steps=3",
         "prefix.enabled=true",
         "prefix.with_full=true",
+        "losses.discriminator_start=1",  # the GAN terms see both copies of every image
     )
+    assert [("discriminator/discriminator" in logs) for logs in result.history] == [False, True, True]
     model = TiTok.from_pretrained(result.export_dir)
     assert model.config.variable_length and model.is_vae
     assert model.encode(torch.rand(1, 3, 32, 32), num_tokens=2).shape == (1, 2, model.config.token_size)
