@@ -108,6 +108,15 @@ def draw_lengths(
     return lengths.to(device)
 
 
+def repeat_for_copies(targets: torch.Tensor, count: int) -> torch.Tensor:
+    """``targets`` (B, ...) repeated to (count, ...) to match an output of ``count`` = m*B rows,
+    copy-major as :meth:`titok.models.titok.TiTok.forward` decodes them (``with_full``: m = 2);
+    returned as it is when ``count`` is B."""
+    if count == targets.shape[0]:
+        return targets
+    return targets.repeat(count // targets.shape[0], *([1] * (targets.dim() - 1)))
+
+
 def prefix_preview_rows(
     model: nn.Module, images: torch.Tensor, decode: Callable[..., torch.Tensor]
 ) -> list[torch.Tensor]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from titok.losses import Stage2Loss, build_discriminator
 from titok.models.titok import TiTok
-from titok.training.prefix import prefix_preview_rows
+from titok.training.prefix import prefix_preview_rows, repeat_for_copies
 from titok.training.task import ImageTask, OptimizerSpec, StepContext
 
 if TYPE_CHECKING:
@@ -84,8 +84,7 @@ class PixelTask(ImageTask):
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         images = batch["image"]
         out = self.reconstruct(ctx.module("model"), images, self.prefix_lengths(images.shape[0], ctx))
-        if out.reconstructions.shape[0] != images.shape[0]:  # prefix.with_full: one target per copy
-            images = images.repeat(out.reconstructions.shape[0] // images.shape[0], 1, 1, 1)
+        images = repeat_for_copies(images, out.reconstructions.shape[0])  # prefix.with_full
         active = self.loss.discriminator_active(ctx.step)
         total, logs = self.loss.generator_loss(
             images,

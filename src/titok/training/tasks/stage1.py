@@ -21,7 +21,7 @@ from titok.errors import ConfigError
 from titok.loading.loaders import load_vqgan
 from titok.models.titok import TiTok
 from titok.models.vqgan import VQGAN
-from titok.training.prefix import prefix_preview_rows
+from titok.training.prefix import prefix_preview_rows, repeat_for_copies
 from titok.training.task import ImageTask, StepContext
 
 if TYPE_CHECKING:
@@ -85,8 +85,7 @@ class Stage1Task(ImageTask):
         targets = self.teacher_codes(images, batch["key"])
         out = ctx.module("model")(images, self.draw_prefix_lengths(ctx.unwrapped("model"), len(images), ctx))
         logits = out.decoded.float()
-        if logits.shape[0] != targets.shape[0]:  # prefix.with_full: one target per copy
-            targets = targets.repeat(logits.shape[0] // targets.shape[0], 1, 1)
+        targets = repeat_for_copies(targets, logits.shape[0])  # prefix.with_full
         cross_entropy = F.cross_entropy(logits, targets)
         q = out.quantizer
         total = cross_entropy + self.quantizer_weight * q.loss
