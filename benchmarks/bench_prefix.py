@@ -4,7 +4,8 @@ For each tokenizer (a ``titok train`` run folder, whose ``export/`` is read, or 
 or a built-in name), measures PSNR and SSIM of the reconstructions from the first k tokens for
 each k (:func:`titok.evaluation.prefix.prefix_curve`), and, with ``--positions``, the output
 change when one token position is swapped (:func:`titok.evaluation.prefix.position_sensitivity`).
-A fixed-length model is measured at its own K only. Held-out images: the 500 that the recipes hold
+A fixed-length model is measured at its own K only, and so is a 2D VQGAN (a ``titok train vqgan``
+run folder: its N = (64 / f)^2 grid tokens, drawn apart in the plot). Held-out images: the 500 that the recipes hold
 out (seed 0), at 64 px. Prints one JSON line per model, merges them into
 ``benchmarks/results/prefix.json`` and, with ``--plot``, draws PSNR (rFID, probe) against k.
 Each entry records the classifier its rFID was measured with.
@@ -26,7 +27,9 @@ from pathlib import Path
 import torch
 
 from titok.evaluation.prefix import position_sensitivity, prefix_curve
-from titok.evaluation.reconstruction import DataSplit, split_batches
+from titok.evaluation.reconstruction import DataSplit, Tokenizer, split_batches
+from titok.metrics.image_quality import psnr, ssim
+from titok.models.grid_tokenizer import GridTokenizer
 from titok.models.prefixes import powers_of_two
 from titok.models.titok import TiTok
 
@@ -34,26 +37,46 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "prefix.json"
 
 
-def load(spec: str) -> tuple[str, TiTok, dict]:
-    """(name, model, recipe settings) of a run folder, an export folder or a built-in name."""
+def load(spec: str, image_size: int = 64) -> tuple[str, Tokenizer, dict]:
+    """(name, model, recipe settings) of a run folder, an export folder or a built-in name; a
+    ``titok train vqgan`` run folder gives a :class:`GridTokenizer` at ``image_size``."""
     path = Path(spec)
     settings: dict = {}
+    mode = None
     if (path / "export").is_dir():
         import yaml
 
         recipe = yaml.safe_load((path / "recipe.yaml").read_text())
+        mode = recipe.get("mode")
         settings = {
+            "mode": mode,
             "prefix": recipe.get("prefix"),
             "model": recipe.get("model"),
             "max_train_steps": recipe["training"]["max_train_steps"],
             "batch_size": recipe["training"]["batch_size"],
         }
         path = path / "export"
-    model = TiTok.from_pretrained(str(path) if path.exists() else spec)
+    model: Tokenizer
+    if mode == "vqgan":
+        model = GridTokenizer.from_pretrained(path, image_size)
+    else:
+        model = TiTok.from_pretrained(str(path) if path.exists() else spec)
     name = spec
     if Path(spec).exists():  # a run's export is named for its run folder, so two runs never collide
         name = Path(spec).parent.name if Path(spec).name == "export" else Path(spec).name
     return name, model.eval(), settings
+
+
+@torch.inference_mode()
+def grid_row(model: GridTokenizer, images: torch.Tensor, batch_size: int = 100) -> dict[str, float]:
+    """PSNR and SSIM of a 2D tokenizer's reconstructions from all its N tokens (one row of a curve)."""
+    recon = model.decode(model.encode(images, batch_size), batch_size)
+    return {
+        "num_tokens": model.num_tokens,
+        "psnr": float(psnr(recon, images).mean()),
+        "ssim": float(ssim(recon, images).mean()),
+        "psnr_gain": 0.0,
+    }
 
 
 def main() -> None:
@@ -108,20 +131,25 @@ def main() -> None:
                 [b["image"] for b in split_batches(split, model.image_size, 100, progress=False)]
             )
         k = model.num_tokens
+        grid = isinstance(model, GridTokenizer)
+        variable = not grid and model.config.variable_length
         lengths = [n for n in (args.lengths or powers_of_two(k)) if n <= k]
-        if not model.config.variable_length and not args.force_prefix:
+        if not variable and (grid or not args.force_prefix):
             lengths = [k]
         start = time.perf_counter()
         entry = {
             "source": spec,
+            "kind": "2d" if grid else "1d",
             "num_latent_tokens": k,
-            "variable_length": model.config.variable_length,
-            "hidden_tail": model.config.hidden_tail,
+            "variable_length": variable,
+            "hidden_tail": None if grid else model.config.hidden_tail,
             "heldout_images": len(images),
             "settings": settings,
-            "forced": not model.config.variable_length and len(lengths) > 1,
+            "forced": not variable and len(lengths) > 1,
             "classifier": None if args.classifier is None else str(args.classifier),
-            "curve": prefix_curve(model, images, lengths, force_prefix=args.force_prefix),
+            "curve": [grid_row(model, images)]
+            if grid
+            else prefix_curve(model, images, lengths, force_prefix=args.force_prefix),
         }
         if net is not None:
             from titok.reproduce.measure import reconstruction_metrics
@@ -155,7 +183,7 @@ def main() -> None:
                 )
                 row["probe_top1_concat"] = probe["top1_concat"]
                 row["probe_top1_mean"] = probe["top1_mean"]
-        if args.positions:
+        if args.positions and not grid:
             entry["position_sensitivity"] = position_sensitivity(model, images)
         entry["seconds"] = time.perf_counter() - start
         entry["torch"] = torch.__version__
@@ -171,7 +199,7 @@ def main() -> None:
 
 def plot(entries: dict[str, dict], path: Path) -> None:
     """PSNR, rFID and probe top-1 against k: a line per variable-length (or forced) model, stars
-    for fixed-length models at their own K. rFID only for the entries measured with the classifier
+    for fixed-length models at their own K, squares for 2D VQGANs at their N. rFID only for the entries measured with the classifier
     most of them used (an rFID of another network is another scale)."""
     import matplotlib
 
@@ -203,6 +231,7 @@ def plot(entries: dict[str, dict], path: Path) -> None:
     colours = {name: cycle[i % len(cycle)] for i, name in enumerate(entries)}
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         fixed = []
+        grids = []
         for name, entry in entries.items():
             rows = [r for r in entry["curve"] if key in r]
             if not rows or (key.startswith("rFID[") and common and entry.get("classifier") != common):
@@ -218,8 +247,20 @@ def plot(entries: dict[str, dict], path: Path) -> None:
                     color=colours[name],
                     label=shown,
                 )
+            elif entry.get("kind") == "2d":
+                grids.append((entry["num_latent_tokens"], rows[0][key]))
             else:
                 fixed.append((entry["num_latent_tokens"], rows[0][key]))
+        if grids:
+            grids.sort()
+            ax.plot(
+                [g[0] for g in grids],
+                [g[1] for g in grids],
+                "s--",
+                color="grey",
+                markersize=8,
+                label="2D VQGANs",
+            )
         if fixed:
             fixed.sort()
             ax.plot(
