@@ -4,7 +4,9 @@ A regression test for the failure the project's own models used to show: trained
 authors' quantizer alone, a small TiTok gives every image the same code at each token position and
 outputs the mean image. Without the recipe's latent centering and dead-code restarts this tiny
 run stays on that plateau (PSNR of the mean image, no token sensitivity, one code per position) and
-fails every assertion below; the measurements are in docs/learning.md.
+fails every assertion below; the measurements are in docs/learning.md. At these 400 steps (seed 0,
+one thread as in the suite) the recipe gives +0.90 dB over the mean image, token sensitivity 0.21
+and 86 codes in use; without its two options -0.11 dB, sensitivity 0 and one code per position (8).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ TINY = [
     f"data.max_samples={IMAGES}",
     f"data.shuffle_buffer={IMAGES}",
     "training.batch_size=16",
-    "training.max_train_steps=600",
+    "training.max_train_steps=400",
     "lr_scheduler.warmup_steps=50",
-    "experiment.save_every=600",
+    "experiment.save_every=400",
     "experiment.log_every=100",
     "experiment.image_every=0",
 ]
