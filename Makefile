@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/titok demo --output runs/demo
 
-## Run the whole test suite (the `slow` end-to-end tests included; about 9.5 minutes on two CPU cores).
+## Run the whole test suite (the `slow` end-to-end tests included; two processes, a module per process; about 7 minutes on two CPU cores).
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 ## The suite without the tests marked `slow` (learning curve, browser); `pytest -m slow` runs only those.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope -m "not slow" $(PYTEST_ARGS)
 
 ## The whole pipeline on Imagenette at 64 px (BUDGET=quick|default); report in runs/imagenette64-$(BUDGET)/.
 BUDGET ?= default
