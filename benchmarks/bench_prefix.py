@@ -5,8 +5,8 @@ or a built-in name), measures PSNR and SSIM of the reconstructions from the firs
 each k (:func:`titok.evaluation.prefix.prefix_curve`), and, with ``--positions``, the output
 change when one token position is swapped (:func:`titok.evaluation.prefix.position_sensitivity`).
 A fixed-length model is measured at its own K only, and so is a 2D VQGAN (a ``titok train vqgan``
-run folder: its N = (64 / f)^2 grid tokens, drawn apart in the plot). Held-out images: the 500 that the recipes hold
-out (seed 0), at 64 px. Prints one JSON line per model, merges them into
+run folder: its N = (64 / f)^2 grid tokens, drawn apart in the plot). Held-out images: the 500
+that the recipes hold out (seed 0), at 64 px. Prints one JSON line per model, merges them into
 ``benchmarks/results/prefix.json`` and, with ``--plot``, draws PSNR (rFID, probe) against k.
 Each entry records the classifier its rFID was measured with.
 
@@ -35,6 +35,12 @@ from titok.models.titok import TiTok
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "prefix.json"
+#: How the plot draws the models measured at one length, by entry kind: (line style, colour,
+#: marker size, legend label).
+SINGLE_LENGTH_STYLES = {
+    "2d": ("s--", "grey", 8, "2D VQGANs"),
+    "1d": ("*--", "k", 10, "fixed-length models"),
+}
 
 
 def load(spec: str, image_size: int = 64) -> tuple[str, Tokenizer, dict]:
@@ -199,8 +205,9 @@ def main() -> None:
 
 def plot(entries: dict[str, dict], path: Path) -> None:
     """PSNR, rFID and probe top-1 against k: a line per variable-length (or forced) model, stars
-    for fixed-length models at their own K, squares for 2D VQGANs at their N. rFID only for the entries measured with the classifier
-    most of them used (an rFID of another network is another scale)."""
+    for fixed-length models at their own K, squares for 2D VQGANs at their N. rFID only for the
+    entries measured with the classifier most of them used (an rFID of another network is another
+    scale)."""
     import matplotlib
 
     from common import save_figure
@@ -230,8 +237,8 @@ def plot(entries: dict[str, dict], path: Path) -> None:
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     colours = {name: cycle[i % len(cycle)] for i, name in enumerate(entries)}
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        fixed = []
-        grids = []
+        # one dashed series per kind of single-length model: (k, value) points
+        points: dict[str, list[tuple[int, float]]] = {"2d": [], "1d": []}
         for name, entry in entries.items():
             rows = [r for r in entry["curve"] if key in r]
             if not rows or (key.startswith("rFID[") and common and entry.get("classifier") != common):
@@ -247,29 +254,12 @@ def plot(entries: dict[str, dict], path: Path) -> None:
                     color=colours[name],
                     label=shown,
                 )
-            elif entry.get("kind") == "2d":
-                grids.append((entry["num_latent_tokens"], rows[0][key]))
             else:
-                fixed.append((entry["num_latent_tokens"], rows[0][key]))
-        if grids:
-            grids.sort()
-            ax.plot(
-                [g[0] for g in grids],
-                [g[1] for g in grids],
-                "s--",
-                color="grey",
-                markersize=8,
-                label="2D VQGANs",
-            )
-        if fixed:
-            fixed.sort()
-            ax.plot(
-                [f[0] for f in fixed],
-                [f[1] for f in fixed],
-                "k*--",
-                markersize=10,
-                label="fixed-length models",
-            )
+                points[entry.get("kind", "1d")].append((entry["num_latent_tokens"], rows[0][key]))
+        for kind, (style, colour, size, shown) in SINGLE_LENGTH_STYLES.items():
+            if points[kind]:
+                ks, values = zip(*sorted(points[kind]), strict=True)
+                ax.plot(ks, values, style, color=colour, markersize=size, label=shown)
         ax.set_xscale("log", base=2)
         ax.set(xlabel="tokens decoded (k)", ylabel=label)
         if key.startswith("rFID[") and common:
