@@ -72,6 +72,20 @@ def test_unknown_keys_and_bad_values_name_the_key(tmp_path: Path) -> None:
     assert loaded.optimizer.learning_rate == 1.0 and loaded.optimizer.epsilon == 1e-6
 
 
+def test_yaml_1_1_booleans_stay_words(tmp_path: Path) -> None:
+    """`no`, `off`, `yes` are strings (YAML 1.2): `mixed_precision=no` is the documented value, and a
+    bool field given one names the field instead of silently flipping it."""
+    good = RECIPES / "tiny_vqgan.yaml"
+    assert load_recipe(good, ["training.mixed_precision=no"]).training.mixed_precision == "no"
+    assert load_recipe(good, ["training.use_ema=false"]).training.use_ema is False
+    assert load_recipe(good, ["training.use_ema=True"]).training.use_ema is True
+    with pytest.raises(ConfigError, match=r"'training\.use_ema' expects bool, got 'off'"):
+        load_recipe(good, ["training.use_ema=off"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(good.read_text().replace('mixed_precision: "no"', "mixed_precision: no"))
+    assert load_recipe(recipe).training.mixed_precision == "no"
+
+
 def test_missing_teacher_and_cache_with_augmentation_are_config_errors(
     vqgan_run: TrainResult, shard: Path, tmp_path: Path
 ) -> None:

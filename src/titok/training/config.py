@@ -36,7 +36,7 @@ from titok.errors import ConfigError
 from titok.losses import LossConfig
 from titok.models.config import TiTokConfig
 from titok.models.vqgan import VQGANConfig
-from titok.training.parsing import apply_override, build_section, expand_env
+from titok.training.parsing import apply_override, build_section, expand_env, load_yaml
 from titok.training.prefix import PrefixSection
 
 #: Training modes, one task per mode.
@@ -276,7 +276,7 @@ def load_recipe(
     if not path.is_file():
         raise ConfigError(f"{source}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -24,6 +24,27 @@ from titok.errors import ConfigError
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader with YAML 1.2 booleans: only ``true`` / ``false`` (any case) are bools.
+
+    PyYAML follows YAML 1.1, where ``no``, ``off``, ``yes``, ``on``, ``y`` and ``n`` are booleans too,
+    so ``training.mixed_precision=no`` would arrive as ``False`` for a string field."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe text (a file or an override's value) with :class:`RecipeLoader`."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def apply_override(data: dict[str, Any], item: str, source: str) -> None:
     """Set ``data[a][b] = value`` for an override ``a.b=value`` (value parsed as YAML)."""
     if "=" not in item:
@@ -33,7 +54,7 @@ def apply_override(data: dict[str, Any], item: str, source: str) -> None:
     if not all(keys):
         raise ConfigError(f"override {item!r}: empty key name (recipe {source})")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     node = data
