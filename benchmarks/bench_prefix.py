@@ -36,10 +36,11 @@ from titok.models.titok import TiTok
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "prefix.json"
 #: How the plot draws the models measured at one length, by entry kind: (line style, colour,
-#: marker size, legend label).
+#: marker size, filled, legend label). The 2D squares are hollow and on top, so that a star at the
+#: same point stays visible.
 SINGLE_LENGTH_STYLES = {
-    "2d": ("s--", "grey", 8, "2D VQGANs"),
-    "1d": ("*--", "k", 10, "fixed-length models"),
+    "2d": ("s--", "grey", 11, False, "2D VQGANs"),
+    "1d": ("*--", "k", 10, True, "fixed-length models"),
 }
 
 
@@ -256,10 +257,11 @@ def plot(entries: dict[str, dict], path: Path) -> None:
                 )
             else:
                 points[entry.get("kind", "1d")].append((entry["num_latent_tokens"], rows[0][key]))
-        for kind, (style, colour, size, shown) in SINGLE_LENGTH_STYLES.items():
+        for kind, (style, colour, size, filled, shown) in SINGLE_LENGTH_STYLES.items():
             if points[kind]:
                 ks, values = zip(*sorted(points[kind]), strict=True)
-                ax.plot(ks, values, style, color=colour, markersize=size, label=shown)
+                hollow = {} if filled else {"markerfacecolor": "none", "markeredgewidth": 2, "zorder": 3}
+                ax.plot(ks, values, style, color=colour, markersize=size, label=shown, **hollow)
         ax.set_xscale("log", base=2)
         ax.set(xlabel="tokens decoded (k)", ylabel=label)
         if key.startswith("rFID[") and common:
