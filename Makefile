@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/titok demo --output runs/demo
 
-## Run the whole test suite (the `slow` end-to-end tests included; two processes, a module per process; about 7 minutes on two CPU cores).
+## Run the whole test suite (the `slow` end-to-end tests included; two processes, a module per process; about 3 minutes on two CPU cores).
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
