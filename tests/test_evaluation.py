@@ -23,7 +23,7 @@ from tests.training_runs import copy_samples
 from titok import TiTok
 from titok.cli import main
 from titok.cli.train import train_classifier_command
-from titok.evaluation.reconstruction import DataSplit
+from titok.evaluation.reconstruction import DataSplit, split_batches
 from titok.loading import load_tokenizer
 from titok.metrics import (
     FID_WEIGHTS_URL,
@@ -32,6 +32,7 @@ from titok.metrics import (
     fid_between,
     fid_weights_cache_path,
     load_reference_stats,
+    psnr,
     save_reference_stats,
 )
 from titok.metrics.pattern import lattice_score, pattern_score
@@ -92,6 +93,52 @@ def test_train_classifier_command_writes_a_named_feature_network(classifier_dir:
     assert metrics["train_images"] == NUM_IMAGES - 8 and metrics["val_images"] == 8
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert 0.0 <= metrics["val_top1"] <= 1.0
+
+
+def test_eval_reconstruction_measures_a_vqgan_export_at_a_given_size(
+    capsys, tmp_path: Path, labelled_shard: Path, tokenizer_dir: Path
+) -> None:
+    """A `titok train vqgan` export is measured as its grid of (size / f)^2 tokens (here 8 x 8): the same PSNR as
+    decoding its codes directly; it needs --image-size, which a TiTok may only repeat."""
+    from titok.loading.weights import save_model
+    from titok.models.grid_tokenizer import GridTokenizer
+    from titok.models.vqgan import VQGAN, VQGANConfig
+
+    torch.manual_seed(0)
+    vqgan = VQGAN(VQGANConfig(channel_mult=(1, 1, 2), hidden_channels=32, num_res_blocks=1, z_channels=8))
+    folder = tmp_path / "vqgan"
+    save_model(vqgan, folder, kind="vqgan", config=vqgan.config.to_dict())
+    base = ("eval", "reconstruction", "--model", folder, "--data", labelled_shard, "--no-fid")
+    base = (*base, "--split", "val", "--holdout", HOLDOUT)
+
+    code, _, err = run(capsys, *base)
+    assert code != 0 and "records no image size: give --image-size" in err
+    report = tmp_path / "rec.json"
+    code, _, err = run(capsys, *base, "--image-size", 32, "--json-out", report)
+    assert code == 0, err
+    payload = json.loads(report.read_text())
+    assert payload["image_size"] == 32 and "64 grid tokens at 32 px" in payload["model"]
+    grid = GridTokenizer(vqgan.eval(), 32)
+    split = DataSplit(str(labelled_shard), "val", HOLDOUT, 0, None)
+    images = torch.cat([b["image"] for b in split_batches(split, 32, 8, progress=False)])
+    with torch.inference_mode():
+        expected = float(psnr(grid.decode(grid.encode(images)), images).mean())
+    assert payload["metrics"]["num_images"] == HOLDOUT
+    assert payload["metrics"]["PSNR"] == pytest.approx(expected, abs=1e-4)
+
+    code, _, err = run(
+        capsys,
+        "eval",
+        "reconstruction",
+        "--model",
+        tokenizer_dir,
+        "--data",
+        labelled_shard,
+        "--no-fid",
+        "--image-size",
+        64,
+    )
+    assert code != 0 and "works at 32 px" in err
 
 
 def test_train_classifier_command_rejects_bad_widths(tmp_path: Path, labelled_shard: Path) -> None:

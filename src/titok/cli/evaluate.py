@@ -51,6 +51,7 @@ from titok.cli.options import (
     parse_dtype,
     resolve_generator,
     resolve_model,
+    resolve_reconstruction_model,
     sampling_settings,
     write_json,
 )
@@ -169,8 +170,17 @@ def reconstruction(
         ),
     ] = None,
     json_out: JsonOutOpt = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size",
+            min=8,
+            help="Resolution for a 2D VQGAN export (`titok train vqgan`), measured at its "
+            "(size / f)^2 grid tokens; a TiTok has its own.",
+        ),
+    ] = None,
 ) -> None:
-    """rFID, PSNR, SSIM and codebook usage of a tokenizer over a split of a dataset."""
+    """rFID, PSNR, SSIM and codebook usage of a tokenizer (or a 2D VQGAN) over a split of a dataset."""
     from titok.evaluation.feature_networks import resolve_feature_network
     from titok.evaluation.reconstruction import evaluate_reconstruction
     from titok.evaluation.reference_stats import load_stats_for
@@ -179,7 +189,7 @@ def reconstruction(
         raise ConfigError("--ref-stats is for the rFID: drop --no-fid or --ref-stats")
     dev, dt = parse_device(device), parse_dtype(dtype)
     data_split = _split(data, split, holdout, holdout_seed, max_images, num_workers)
-    tok, desc = resolve_model(model, preset, dev)
+    tok, desc = resolve_reconstruction_model(model, preset, dev, image_size)
     typer.echo(f"model: {desc}", err=True)
     network = None if no_fid else resolve_feature_network(feature_net, dev, inception_weights, download)
     reference = load_stats_for(ref_stats, network) if ref_stats is not None and network is not None else None
@@ -198,7 +208,7 @@ def reconstruction(
         "model": desc,
         "data": data_split.describe(),
         "reference": {"file": str(ref_stats)} if ref_stats is not None else "the split's originals",
-        "image_size": tok.config.image_size,
+        "image_size": tok.image_size,
         "dtype": str(dt).removeprefix("torch."),
         **_network_info(network),
         "metrics": metrics,

@@ -20,6 +20,7 @@ from titok.models.titok import TiTok
 from titok.resources import builtin_models_dir
 
 if TYPE_CHECKING:
+    from titok.evaluation.reconstruction import Tokenizer
     from titok.models.generator import Generator
     from titok.models.vqgan import VQGAN
 
@@ -117,6 +118,47 @@ def resolve_model(spec: str | None, preset: str | None, device: torch.device) ->
         model = load_tokenizer(spec, preset=preset)
         note = spec
     return model.to(device), note
+
+
+def vqgan_export(spec: str | None) -> Path | None:
+    """``spec`` as a folder written by ``titok train vqgan`` (its ``config.json`` says "vqgan"), else None."""
+    if spec is None:
+        return None
+    config = Path(spec) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # the tokenizer loader names what is wrong with it
+    return Path(spec) if isinstance(data, dict) and data.get("kind") == "vqgan" else None
+
+
+def resolve_reconstruction_model(
+    spec: str | None, preset: str | None, device: torch.device, image_size: int | None
+) -> tuple[Tokenizer, str]:
+    """The tokenizer of ``titok eval reconstruction``: a TiTok (:func:`resolve_model`), or a 2D
+    VQGAN export seen as a :class:`~titok.models.grid_tokenizer.GridTokenizer` of its
+    (image_size / f)^2 grid tokens. A VQGAN export records no resolution, so it needs
+    ``image_size``; a TiTok has its own, which ``image_size`` may only repeat."""
+    folder = vqgan_export(spec)
+    if folder is not None:
+        from titok.models.grid_tokenizer import GridTokenizer
+
+        if image_size is None:
+            raise TitokError(
+                f"{folder}: a 2D VQGAN export records no image size: give --image-size "
+                "(the resolution it was trained at, e.g. 64)"
+            )
+        grid = GridTokenizer.from_pretrained(folder, image_size).to(device).eval()
+        return grid, f"{folder} (2D VQGAN, {grid.num_tokens} grid tokens at {image_size} px)"
+    model, note = resolve_model(spec, preset, device)
+    if image_size is not None and image_size != model.image_size:
+        raise TitokError(
+            f"--image-size {image_size}: the tokenizer {note} works at {model.image_size} px "
+            "(--image-size is for 2D VQGAN exports)"
+        )
+    return model, note
 
 
 def load_teacher(spec: str | None, device: torch.device) -> VQGAN | None:
