@@ -15,6 +15,7 @@ import typer
 
 from titok.errors import TitokError
 from titok.loading import load_tokenizer
+from titok.loading.lookup import read_config_json
 from titok.models.presets import get_preset, tokenizer_presets
 from titok.models.titok import TiTok
 from titok.resources import builtin_models_dir
@@ -122,16 +123,10 @@ def resolve_model(spec: str | None, preset: str | None, device: torch.device) ->
 
 def vqgan_export(spec: str | None) -> Path | None:
     """``spec`` as a folder written by ``titok train vqgan`` (its ``config.json`` says "vqgan"), else None."""
-    if spec is None:
+    config = Path(spec) / "config.json" if spec is not None else None
+    if config is None or not config.is_file():
         return None
-    config = Path(spec) / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        data = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # the tokenizer loader names what is wrong with it
-    return Path(spec) if isinstance(data, dict) and data.get("kind") == "vqgan" else None
+    return config.parent if read_config_json(config).get("kind") == "vqgan" else None
 
 
 def resolve_reconstruction_model(
