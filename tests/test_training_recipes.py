@@ -86,6 +86,30 @@ def test_yaml_1_1_booleans_stay_words(tmp_path: Path) -> None:
     assert load_recipe(recipe).training.mixed_precision == "no"
 
 
+def test_model_fields_of_the_wrong_type_name_the_key() -> None:
+    """`model` keys are checked against the model config's field types when the recipe loads, so a
+    typo names the key instead of failing inside a layer (or, for an unused field, training)."""
+    titok_recipe = RECIPES / "imagenette64_titok.yaml"
+    with pytest.raises(ConfigError, match=r"'model\.encoder_width' expects int, got 'abc'"):
+        load_recipe(titok_recipe, ["model.encoder_width=abc"])
+    with pytest.raises(ConfigError, match=r"'model\.conv_channels' expects list of int, got \[64, 'x'\]"):
+        load_recipe(titok_recipe, ["model.conv_channels=[64,x]"])
+    with pytest.raises(ConfigError, match=r"'model\.pixel_decoder\.z_channels' expects int"):
+        load_recipe(titok_recipe, ["model.pixel_decoder={z_channels: wide}"])
+    vqgan_recipe = RECIPES / "tiny_vqgan.yaml"
+    with pytest.raises(ConfigError, match=r"'model\.channel_mult' expects list of int, got '\[1,2'"):
+        load_recipe(vqgan_recipe, ["model.channel_mult=[1,2"])
+    assert load_recipe(vqgan_recipe, ["model.channel_mult=[1,2,2,4]"]).vqgan_config().channel_mult == (
+        1,
+        2,
+        2,
+        4,
+    )
+    with pytest.raises(ConfigError, match=r"'model\.depth' expects int, got 'deep'"):
+        load_recipe(RECIPES / "tiny_generator.yaml", ["model.depth=deep"])
+    assert load_recipe(titok_recipe, ["model.token_size=16"]).titok_config().token_size == 16
+
+
 def test_missing_teacher_and_cache_with_augmentation_are_config_errors(
     vqgan_run: TrainResult, shard: Path, tmp_path: Path
 ) -> None:

@@ -36,7 +36,7 @@ from titok.errors import ConfigError
 from titok.losses import LossConfig
 from titok.models.config import TiTokConfig
 from titok.models.vqgan import VQGANConfig
-from titok.training.parsing import apply_override, build_section, expand_env, load_yaml
+from titok.training.parsing import apply_override, build_section, check_field_types, expand_env, load_yaml
 from titok.training.prefix import PrefixSection
 
 #: Training modes, one task per mode.
@@ -362,6 +362,12 @@ def _check(recipe: Recipe) -> None:
     for key in recipe.model:
         if key not in allowed:
             raise ConfigError(f"{src}: unknown key 'model.{key}' (known: {', '.join(sorted(allowed))})")
+    check_field_types(
+        VQGANConfig if recipe.mode == "vqgan" else TiTokConfig,
+        {k: v for k, v in recipe.model.items() if k != "preset"},
+        "model.",
+        src,
+    )
     loss_keys = {f.name for f in fields(LossConfig)} | set(EXTRA_LOSS_KEYS)
     for key in recipe.losses:
         if key not in loss_keys:
@@ -390,6 +396,9 @@ def _check_generator(recipe: Recipe) -> None:
     for key in recipe.model:
         if key not in allowed:
             raise ConfigError(f"{src}: unknown key 'model.{key}' (known: {', '.join(sorted(allowed))})")
+    check_field_types(
+        GeneratorConfig, {k: v for k, v in recipe.model.items() if k != "preset"}, "model.", src
+    )
     for key, value in recipe.losses.items():
         if key not in GENERATOR_LOSS_KEYS:
             raise ConfigError(

@@ -9,6 +9,7 @@ dataclass from a mapping, refusing unknown keys and converting only harmless cas
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import re
@@ -103,6 +104,25 @@ def build_section(cls: type, data: Any, where: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def check_field_types(cls: type, values: dict[str, Any], where: str, source: str) -> None:
+    """Refuse a value of ``values`` whose type does not fit the field of dataclass ``cls`` it sets.
+
+    For sections kept as plain mappings until a model config is built from them (``model``):
+    ``model.encoder_width=abc`` is a ConfigError naming the key, not an error deep inside a layer.
+    Keys that ``cls`` lacks are left to the caller's key check; nested dataclass fields given as
+    mappings are checked the same way."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        if dataclasses.is_dataclass(hint):
+            if isinstance(value, dict):
+                check_field_types(hint, value, f"{where}{key}.", source)
+            continue
+        coerce(value, hint, f"{where}{key}", source)
+
+
 def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Check ``value`` against a type hint, converting harmless cases (1 -> 1.0, "1e-4" -> 1e-4)."""
     options = (
@@ -120,14 +140,23 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         ok, converted = _convert(value, option)
         if ok:
             return converted
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    names = " or ".join(_type_name(o) for o in options if o is not type(None))
     raise ConfigError(f"{source}: '{key}' expects {names}, got {value!r}")
+
+
+def _type_name(option: Any) -> str:
+    """``int``; ``list of int`` for list / tuple / Sequence hints."""
+    if typing.get_origin(option) in (list, tuple, collections.abc.Sequence):
+        args = [a for a in typing.get_args(option) if a is not Ellipsis]
+        return f"list of {_type_name(args[0])}" if len(args) == 1 else "list"
+    return getattr(option, "__name__", str(option))
 
 
 def _convert(value: Any, option: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(option)
-    if origin is list:
-        (item,) = typing.get_args(option) or (Any,)
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = [a for a in typing.get_args(option) if a is not Ellipsis]
+        item = args[0] if len(args) == 1 else Any
         if not isinstance(value, list | tuple):
             return False, None
         out = []
@@ -136,7 +165,7 @@ def _convert(value: Any, option: Any) -> tuple[bool, Any]:
             if not ok:
                 return False, None
             out.append(c)
-        return True, out
+        return True, (tuple(out) if origin is tuple else out)
     if origin is dict or option is dict:
         return (True, dict(value)) if isinstance(value, dict) else (False, None)
     if option is bool:
