@@ -207,6 +207,33 @@ def test_vqgan_save_and_load_folder(tmp_path: Path) -> None:
         load_vqgan(tmp_path / "vq")
 
 
+def test_a_config_value_of_the_wrong_type_names_file_and_key(tmp_path: Path) -> None:
+    """A hand-edited config.json with a wrong-typed value is refused by key, not inside a layer."""
+    TiTok.from_preset("titok-tiny-32").save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    data = json.loads(path.read_text())
+    data["config"]["encoder_width"] = "wide"
+    path.write_text(json.dumps(data))
+    with pytest.raises(
+        CheckpointError, match=r"config\.json: 'config\.encoder_width' expects int, got 'wide'"
+    ):
+        TiTok.from_pretrained(tmp_path / "m")
+    data["config"]["encoder_width"] = 64
+    data["config"]["pixel_decoder"]["channel_mult"] = [1, "2"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"'config\.pixel_decoder\.channel_mult' expects list of int"):
+        TiTok.from_pretrained(tmp_path / "m")
+
+    cfg = VQGANConfig(
+        channel_mult=(1, 2), hidden_channels=32, num_res_blocks=1, z_channels=8, codebook_size=16
+    )
+    from titok.loading import save_model
+
+    save_model(VQGAN(cfg), tmp_path / "vq", kind="vqgan", config={**cfg.to_dict(), "z_channels": 8.5})
+    with pytest.raises(CheckpointError, match=r"vq/config\.json: 'config\.z_channels' expects int, got 8\.5"):
+        load_vqgan(tmp_path / "vq")
+
+
 def test_a_folder_of_another_kind_or_no_json_object_is_refused(tmp_path: Path) -> None:
     """The lookup shared by tokenizers and generators tells the kinds apart and names the file."""
     from titok.loading import config_from_json, generator_config_from_json

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from titok.errors import CheckpointError
+from titok.errors import CheckpointError, ConfigError
 from titok.loading import hub
 from titok.loading.lookup import read_config_json
 from titok.loading.weights import build_and_load, weights_in
@@ -47,7 +47,11 @@ def load_vqgan(
         meta = read_config_json(path / "config.json") if (path / "config.json").is_file() else None
         if meta is None or meta.get("kind") != "vqgan":
             raise CheckpointError(f"{path}: not a VQGAN folder (config.json with kind 'vqgan' expected)")
-        return _vqgan_from(VQGANConfig.from_dict(meta["config"]), weights_in(path))
+        try:
+            vqgan_config = VQGANConfig.from_dict(meta["config"])
+        except ConfigError as exc:
+            raise CheckpointError(f"{path / 'config.json'}: {exc}") from exc
+        return _vqgan_from(vqgan_config, weights_in(path))
     if path.is_file():
         return _vqgan_from(config or VQGANConfig(), path)
     raise CheckpointError(f"{path}: no such VQGAN file or folder")

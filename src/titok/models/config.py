@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from titok.errors import ConfigError
+from titok.fieldtypes import check_field_types
 from titok.models.vqgan import VQGANConfig
 
 #: ViT sizes of the paper: name -> (width, depth, heads).
@@ -205,6 +206,7 @@ class TiTokConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown TiTok config key(s): {', '.join(unknown)}")
+        check_field_types(cls, d, "config.", "")
         return cls(**d)
 
     @classmethod

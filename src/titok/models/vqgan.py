@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from titok.fieldtypes import check_field_types
 from titok.models.quantizers import QuantizerOutput, VectorQuantizer
 
 
@@ -55,6 +56,7 @@ class VQGANConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VQGANConfig:
+        check_field_types(cls, d, "config.", "")
         return cls(**{k: (tuple(v) if k == "channel_mult" else v) for k, v in d.items()})
 
 

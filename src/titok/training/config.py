@@ -33,10 +33,11 @@ from typing import Any
 import yaml
 
 from titok.errors import ConfigError
+from titok.fieldtypes import check_field_types
 from titok.losses import LossConfig
 from titok.models.config import TiTokConfig
 from titok.models.vqgan import VQGANConfig
-from titok.training.parsing import apply_override, build_section, check_field_types, expand_env, load_yaml
+from titok.training.parsing import apply_override, build_section, expand_env, load_yaml
 from titok.training.prefix import PrefixSection
 
 #: Training modes, one task per mode.
