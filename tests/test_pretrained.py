@@ -233,6 +233,13 @@ def test_a_config_value_of_the_wrong_type_names_file_and_key(tmp_path: Path) -> 
     with pytest.raises(CheckpointError, match=r"vq/config\.json: 'config\.z_channels' expects int, got 8\.5"):
         load_vqgan(tmp_path / "vq")
 
+    from titok.loading import generator_config_from_json
+
+    path = tmp_path / "generator.json"
+    path.write_text(json.dumps({"library": "titok", "kind": "generator", "config": {"depth": "deep"}}))
+    with pytest.raises(CheckpointError, match=r"generator\.json: 'config\.depth' expects int, got 'deep'"):
+        generator_config_from_json(path)
+
 
 def test_a_folder_of_another_kind_or_no_json_object_is_refused(tmp_path: Path) -> None:
     """The lookup shared by tokenizers and generators tells the kinds apart and names the file."""

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from titok.errors import ConfigError, TitokError
+from titok.fieldtypes import check_field_types
 from titok.sampling import SamplingSettings
 
 ARCHITECTURES = ("bert", "uvit")
@@ -172,6 +173,7 @@ class GeneratorConfig:
             raise ConfigError(
                 f"generator config: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
+        check_field_types(cls, dict(data), "config.", "")
         return cls(**dict(data))
 
     @classmethod
