@@ -22,7 +22,7 @@ def check_field_types(cls: type, values: dict[str, Any], where: str, source: str
 
     For sections kept as plain mappings until a model config is built from them (``model``):
     ``model.encoder_width=abc`` is a ConfigError naming the key, not an error deep inside a layer.
-    Keys that ``cls`` lacks are left to the caller's key check; nested dataclass fields given as
+    Keys that ``cls`` lacks (``preset``, unknown ones) are left to the caller's key check; nested dataclass fields given as
     mappings are checked the same way."""
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
@@ -60,19 +60,27 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source + ': ' if source else ''}'{key}' expects {names}, got {value!r}")
 
 
+_SEQUENCES = (list, tuple, collections.abc.Sequence)
+
+
+def _item_hint(option: Any) -> Any:
+    """The item type of a list / tuple / Sequence hint (``tuple[int, ...]`` -> int), else Any."""
+    args = [a for a in typing.get_args(option) if a is not Ellipsis]
+    return args[0] if len(args) == 1 else Any
+
+
 def _type_name(option: Any) -> str:
     """``int``; ``list of int`` for list / tuple / Sequence hints."""
-    if typing.get_origin(option) in (list, tuple, collections.abc.Sequence):
-        args = [a for a in typing.get_args(option) if a is not Ellipsis]
-        return f"list of {_type_name(args[0])}" if len(args) == 1 else "list"
+    if typing.get_origin(option) in _SEQUENCES:
+        item = _item_hint(option)
+        return "list" if item is Any else f"list of {_type_name(item)}"
     return getattr(option, "__name__", str(option))
 
 
 def _convert(value: Any, option: Any) -> tuple[bool, Any]:
     origin = typing.get_origin(option)
-    if origin in (list, tuple, collections.abc.Sequence):
-        args = [a for a in typing.get_args(option) if a is not Ellipsis]
-        item = args[0] if len(args) == 1 else Any
+    if origin in _SEQUENCES:
+        item = _item_hint(option)
         if not isinstance(value, list | tuple):
             return False, None
         out = []

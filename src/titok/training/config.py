@@ -363,12 +363,7 @@ def _check(recipe: Recipe) -> None:
     for key in recipe.model:
         if key not in allowed:
             raise ConfigError(f"{src}: unknown key 'model.{key}' (known: {', '.join(sorted(allowed))})")
-    check_field_types(
-        VQGANConfig if recipe.mode == "vqgan" else TiTokConfig,
-        {k: v for k, v in recipe.model.items() if k != "preset"},
-        "model.",
-        src,
-    )
+    check_field_types(VQGANConfig if recipe.mode == "vqgan" else TiTokConfig, recipe.model, "model.", src)
     loss_keys = {f.name for f in fields(LossConfig)} | set(EXTRA_LOSS_KEYS)
     for key in recipe.losses:
         if key not in loss_keys:
@@ -397,9 +392,7 @@ def _check_generator(recipe: Recipe) -> None:
     for key in recipe.model:
         if key not in allowed:
             raise ConfigError(f"{src}: unknown key 'model.{key}' (known: {', '.join(sorted(allowed))})")
-    check_field_types(
-        GeneratorConfig, {k: v for k, v in recipe.model.items() if k != "preset"}, "model.", src
-    )
+    check_field_types(GeneratorConfig, recipe.model, "model.", src)
     for key, value in recipe.losses.items():
         if key not in GENERATOR_LOSS_KEYS:
             raise ConfigError(
